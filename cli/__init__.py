@@ -1,0 +1,1 @@
+"""The ``eventsnn`` command-line application (installed as ``eventsnn.cli``)."""
