@@ -52,14 +52,21 @@ def _du(P, Q, d, tau_m, tau_s):
 
 
 @njit(cache=True)
-def _solve_bracket(P, Q, lo, hi, tau_m, tau_s, theta, tol, max_iter):
+def _solve_bracket(P, Q, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter):
     """Root of u(d) = theta in (lo, hi], given u increasing on [lo, hi] with
-    u(lo) < theta <= u(hi). Safeguarded Newton: a Newton step that leaves the
-    current bracket is replaced by bisection; stops when the bracket or the
-    Newton step is below ``tol``."""
+    u(lo) = u_lo < theta <= u(hi) = u_hi. Starts from the secant point, then
+    safeguarded Newton: a Newton step that leaves the current bracket is
+    replaced by bisection; stops when the bracket or the Newton step is below
+    ``tol``."""
     x = hi
-    fx = _u(P, Q, x, tau_m, tau_s) - theta
+    if u_hi > u_lo:
+        x = lo + (theta - u_lo) / (u_hi - u_lo) * (hi - lo)
+        if not (x > lo and x < hi):
+            x = hi
     for _ in range(max_iter):
+        e_m = math.exp(-x / tau_m)
+        e_s = math.exp(-x / tau_s)
+        fx = P * e_m - Q * e_s - theta
         if fx == 0.0:
             return x
         if fx > 0.0:
@@ -68,7 +75,7 @@ def _solve_bracket(P, Q, lo, hi, tau_m, tau_s, theta, tol, max_iter):
             lo = x
         if hi - lo <= tol:
             return hi
-        dfx = _du(P, Q, x, tau_m, tau_s)
+        dfx = -P / tau_m * e_m + Q / tau_s * e_s
         xn = 0.5 * (lo + hi)
         if dfx > 0.0:
             xnewton = x - fx / dfx
@@ -77,7 +84,6 @@ def _solve_bracket(P, Q, lo, hi, tau_m, tau_s, theta, tol, max_iter):
                     return xnewton
                 xn = xnewton
         x = xn
-        fx = _u(P, Q, x, tau_m, tau_s) - theta
     return hi
 
 
@@ -125,11 +131,11 @@ def _first_crossing(P, Q, L, em_L, es_L, tau_m, tau_s, theta, t0, rtol, max_iter
             dstar = L
         ustar = _u(P, Q, dstar, tau_m, tau_s)
         if ustar >= theta:
-            return _solve_bracket(P, Q, 0.0, dstar, tau_m, tau_s, theta, tol, max_iter)
+            return _solve_bracket(P, Q, 0.0, dstar, P - Q, ustar, tau_m, tau_s, theta, tol, max_iter)
         if uL >= theta:
             # u decreases after d* and cannot come back up: unreachable in exact
             # arithmetic; kept as a safe branch for rounding at the ends.
-            return _solve_bracket(P, Q, dstar, L, tau_m, tau_s, theta, tol, max_iter)
+            return _solve_bracket(P, Q, dstar, L, ustar, uL, tau_m, tau_s, theta, tol, max_iter)
         return NO_CROSSING
     # monotone increasing on (0, L], or a minimum inside followed by a rise to uL >= theta
     if du0 < 0.0 and duL > 0.0:
@@ -138,5 +144,6 @@ def _first_crossing(P, Q, L, em_L, es_L, tau_m, tau_s, theta, t0, rtol, max_iter
             dstar = 0.0
         elif dstar > L:
             dstar = L
-        return _solve_bracket(P, Q, dstar, L, tau_m, tau_s, theta, tol, max_iter)
-    return _solve_bracket(P, Q, 0.0, L, tau_m, tau_s, theta, tol, max_iter)
+        return _solve_bracket(P, Q, dstar, L, _u(P, Q, dstar, tau_m, tau_s), uL, tau_m, tau_s,
+                              theta, tol, max_iter)
+    return _solve_bracket(P, Q, 0.0, L, P - Q, uL, tau_m, tau_s, theta, tol, max_iter)

@@ -2,30 +2,44 @@
 
 Forward (Eqs. 1-3). The input events of each sample are sorted once and grouped
 by *distinct* time (events at identical times, e.g. the T current impulses of
-an image, form one group). For group g the input current of neuron i is::
+an image, form one group). Each sample is swept through its groups in time
+order, all neurons of the layer side by side:
 
-    I[g, i] = sum_{m in g} W[i, j_m] a_m
+1. the group's input is added to every neuron's state (P, Q) of
+   :mod:`eventsnn.crossing` -- on the *dense* path (many events per group, e.g.
+   an image) from input currents I = X W^T computed by one BLAS product per
+   distinct group content; on the *sparse* path (hidden-layer spikes) event by
+   event, each event adding A a_m W[:, j_m] to the states (a contiguous,
+   vectorised "neuron-event update");
+2. the interval after the group, (t_g, t_{g+1}], is screened for all neurons at
+   once (u at the end, slopes at both ends: a vectorisable test); the few
+   candidates get the exact bracketed crossing of
+   :func:`eventsnn.crossing._first_crossing`; decay factors exp(-L/tau) are
+   computed once per interval and shared by all neurons;
+3. a spike at t_k resets its neuron: every input at or before t_k is forgotten
+   (inputs exactly at t_k included). At most one spike per interval.
 
-computed either by one BLAS product (dense groups) or by a compiled gather
-(sparse groups, e.g. hidden-layer spikes). Each neuron then runs through the
-groups of its sample: the interval (t_g, t_{g+1}] after group g is searched for
-the first threshold crossing with the exact solver of :mod:`eventsnn.crossing`
-(decay factors exp(-L/tau) computed once per interval and shared by all
-neurons). A spike at t_k resets the neuron: every input at or before t_k is
-forgotten (inputs exactly at t_k included). At most one spike per interval.
+Spikes are written compactly, per sample into a region of a buffer sized by
+the host; a sample that emits more spikes than planned is counted, and the
+host re-runs the batch with exact sizes (never truncates).
 
 Backward (Eqs. 12-14). For output spike k of neuron i with window groups
-W_k = {g : t_{k-1} < t_g <= t_k} and G_k = dL/dt_k::
+W_k = {g : t_{k-1} < t_g <= t_k} and G_k = dL/dt_k, with I[g, i] the input
+current of group g to neuron i::
 
     dt_k/dt_m = W[i, j_m] a_m h(t_k - t_g) / D_k,  D_k = sum_{g in W_k} I[g, i] h(t_k - t_g)  (Eq. 12)
-    dL/dt_m   = a_m sum_i W[i, j_m] beta[g_m, i],  beta[g, i] = G_k h(t_k - t_g) / D_k      (Eq. 13)
-    dL/dW[i, j] = sum_g gamma[g, i] X[g, j],  gamma[g, i] = G_k (-1/u'(t_k)) eps(t_k - t_g)  (Eq. 14)
-    dL/da_m   = sum_i W[i, j_m] gamma[g_m, i]
+    dL/dt_m   = sum_k G_k dt_k/dt_m                                                          (Eq. 13)
+    dL/dW[i, j] = sum_k G_k (-1/u'(t_k)) sum_{m in W_k, j_m = j} a_m eps(t_k - t_m)          (Eq. 14)
+    dL/da_m   = sum_k G_k (-1/u'(t_k)) W[i, j_m] eps(t_k - t_m)
 
-with X[g, j] = sum of the amplitudes of the events of group g from source j.
-Windows of one neuron are disjoint, so beta and gamma are written without
-races. Without stabilisers sum_m dt_k/dt_m = 1 (Eq. 6) and the total gradient
-is conserved (Eq. 8).
+On the dense path the per-group factors beta[g, i] = G_k h / D_k and
+gamma[g, i] = G_k (-1/u') eps are formed (windows of one neuron are disjoint)
+and contracted with BLAS; on the sparse path each spike walks the events of
+its window (dL/dW in parallel over neurons, dL/dt in parallel over samples, so
+that no two threads write the same entry). Kernel values along a window come
+from the shared interval decay factors by products (one exp per spike and time
+constant). Without stabilisers sum_m dt_k/dt_m = 1 (Eq. 6) and the total
+gradient is conserved (Eq. 8).
 """
 
 from __future__ import annotations
@@ -37,66 +51,155 @@ import numpy as np
 from numba import njit, prange
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _du, _first_crossing
-from ..kernels import _eps, _h
+from ..kernels import KERNEL_EXP
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 
 #: Above this share of non-zero entries in the (groups x inputs) matrix the
-#: currents are computed with one dense BLAS product, below it by a gather.
+#: currents are computed with one dense BLAS product, below it event by event.
 DENSE_INPUT_DENSITY = 0.05
+#: Planned spikes per neuron and sample (at most the number of groups); a
+#: sample that emits more is re-run with an exact buffer.
+PLANNED_SPIKES_PER_NEURON = 4
 
 
 # ----------------------------------------------------------------------------------
-# compiled kernels
+# forward kernels
 # ----------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def _scan_groups(group_times, group_offsets, interval_len, em, es, currents, amp,
-                 tau_m, tau_s, theta, t_end, rtol, max_iter, spike_time, slope, wstart):
-    """Exact forward of every (sample, neuron) over its groups.
+@njit(cache=True)
+def _sweep_interval(P, Q, skip, wstart, cand, g, g_end, group_times, interval_len, em, es,
+                    tau_m, tau_s, theta, t_end, rtol, max_iter,
+                    o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n):
+    """Interval (t_g, t_g + L_g] for all neurons of one sample: screen, solve, reset, decay.
 
-    Writes, for the interval after group g, ``spike_time[g, i]`` (NaN if none),
-    ``slope[g, i]`` = u'(t_k) and ``wstart[g, i]`` = first group of the window.
+    P, Q, wstart, cand : 1-D state/workspace rows of the sample (n_out,).
+    skip : 1-D bool row; set for neurons whose spike falls exactly on the next
+        group time (that group's inputs are forgotten).
+    Returns the updated spike count ``n`` of the sample (writes only below ``cap``).
     """
+    n_out = P.size
+    L = interval_len[g]
+    emg = em[g]
+    esg = es[g]
+    rm = 1.0 / tau_m
+    rs = 1.0 / tau_s
+    n_cand = 0
+    for i in range(n_out):
+        p = P[i]
+        q = Q[i]
+        c = (p * emg - q * esg >= theta) or ((q * rs - p * rm > 0.0) and (q * rs * esg - p * rm * emg < 0.0))
+        cand[i] = c
+        n_cand += c
+    if n_cand:
+        t0 = group_times[g]
+        for i in range(n_out):
+            if not cand[i]:
+                continue
+            d = _first_crossing(P[i], Q[i], L, emg, esg, tau_m, tau_s, theta, t0, rtol, max_iter)
+            if d < 0.0:
+                continue
+            nxt = False
+            if d >= L:
+                d = L
+                if g + 1 < g_end:
+                    tk = group_times[g + 1]
+                    nxt = True
+                else:
+                    tk = t_end
+            else:
+                tk = t0 + d
+            if n < cap:
+                k = base + n
+                o_row[k] = g
+                o_neuron[k] = i
+                o_time[k] = tk
+                o_slope[k] = _du(P[i], Q[i], d, tau_m, tau_s)
+                o_wstart[k] = wstart[i]
+            n += 1
+            wstart[i] = g + 2 if nxt else g + 1
+            skip[i] = nxt
+            P[i] = 0.0
+            Q[i] = 0.0
+    for i in range(n_out):
+        P[i] *= emg
+        Q[i] *= esg
+    return n
+
+
+@njit(cache=True)
+def _forget_skipped(P, Q, skip):
+    """Zero the state of neurons that spiked exactly at the current group time."""
+    for i in range(P.size):
+        if skip[i]:
+            P[i] = 0.0
+            Q[i] = 0.0
+            skip[i] = False
+
+
+@njit(cache=True, parallel=True)
+def _scan_dense(group_times, group_offsets, interval_len, em, es, currents, amp,
+                tau_m, tau_s, theta, t_end, rtol, max_iter, P, Q, skip, wstart, cand,
+                cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart):
+    """Forward of every sample, group inputs given as currents (n_groups, n_out)."""
     n_samples = group_offsets.size - 1
     n_out = currents.shape[1]
-    for q in prange(n_samples * n_out):
-        s = q // n_out
-        i = q % n_out
+    for s in prange(n_samples):
         g0 = group_offsets[s]
         g1 = group_offsets[s + 1]
-        P = 0.0
-        Q = 0.0
-        ws = g0
-        skip = False
+        Ps, Qs, Ks, Ws, Cs = P[s], Q[s], skip[s], wstart[s], cand[s]
+        for i in range(n_out):
+            Ps[i] = 0.0
+            Qs[i] = 0.0
+            Ks[i] = False
+            Ws[i] = g0
+        n = 0
+        base = cap_offsets[s]
+        cap = cap_offsets[s + 1] - base
         for g in range(g0, g1):
-            if skip:
-                skip = False
-            else:
+            for i in range(n_out):
                 c = amp * currents[g, i]
-                P += c
-                Q += c
-            L = interval_len[g]
-            d = _first_crossing(P, Q, L, em[g], es[g], tau_m, tau_s, theta,
-                                group_times[g], rtol, max_iter)
-            if d >= 0.0:
-                if d >= L:
-                    d = L
-                    if g + 1 < g1:
-                        tk = group_times[g + 1]
-                        skip = True  # inputs at exactly t_k are forgotten
-                    else:
-                        tk = t_end
-                else:
-                    tk = group_times[g] + d
-                spike_time[g, i] = tk
-                slope[g, i] = _du(P, Q, d, tau_m, tau_s)
-                wstart[g, i] = ws
-                ws = g + 2 if skip else g + 1
-                P = 0.0
-                Q = 0.0
-            else:
-                P *= em[g]
-                Q *= es[g]
+                Ps[i] += c
+                Qs[i] += c
+            _forget_skipped(Ps, Qs, Ks)
+            n = _sweep_interval(Ps, Qs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
+                                tau_m, tau_s, theta, t_end, rtol, max_iter,
+                                o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
+        counts[s] = n
+
+
+@njit(cache=True, parallel=True)
+def _scan_sparse(group_times, group_offsets, group_event_offsets, event_neuron, event_amp, WT,
+                 interval_len, em, es, amp, tau_m, tau_s, theta, t_end, rtol, max_iter,
+                 P, Q, skip, wstart, cand, cap_offsets, counts,
+                 o_row, o_neuron, o_time, o_slope, o_wstart):
+    """Forward of every sample, adding each input event's weight column to the states."""
+    n_samples = group_offsets.size - 1
+    n_out = WT.shape[1]
+    for s in prange(n_samples):
+        g0 = group_offsets[s]
+        g1 = group_offsets[s + 1]
+        Ps, Qs, Ks, Ws, Cs = P[s], Q[s], skip[s], wstart[s], cand[s]
+        for i in range(n_out):
+            Ps[i] = 0.0
+            Qs[i] = 0.0
+            Ks[i] = False
+            Ws[i] = g0
+        n = 0
+        base = cap_offsets[s]
+        cap = cap_offsets[s + 1] - base
+        for g in range(g0, g1):
+            for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
+                a = amp * event_amp[m]
+                row = WT[event_neuron[m]]
+                for i in range(n_out):
+                    c = a * row[i]
+                    Ps[i] += c
+                    Qs[i] += c
+            _forget_skipped(Ps, Qs, Ks)
+            n = _sweep_interval(Ps, Qs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
+                                tau_m, tau_s, theta, t_end, rtol, max_iter,
+                                o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
+        counts[s] = n
 
 
 @njit(cache=True)
@@ -106,63 +209,186 @@ def _dense_group_inputs(event_group, event_neuron, event_amp, X):
         X[event_group[m], event_neuron[m]] += event_amp[m]
 
 
-@njit(cache=True, parallel=True)
-def _gather_currents(group_event_offsets, event_neuron, event_amp, WT, out):
-    """out[g, :] = sum over events m of group g of a_m W[:, j_m] (W passed transposed)."""
-    n_out = WT.shape[1]
-    for g in prange(group_event_offsets.size - 1):
-        for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
-            a = event_amp[m]
-            j = event_neuron[m]
-            for i in range(n_out):
-                out[g, i] += a * WT[j, i]
+# ----------------------------------------------------------------------------------
+# backward kernels
+# ----------------------------------------------------------------------------------
+@njit(cache=True)
+def _window_end(group_times, group_offsets, s, row, tk):
+    """One past the last group of the window of a spike at tk in interval ``row``."""
+    we = row + 1
+    if we < group_offsets[s + 1] and group_times[we] == tk:
+        we += 1
+    return we
+
+
+@njit(cache=True)
+def _hval(code, e_m, e_s, e_g, a, tau_m, tau_s):
+    """h(lag) from exp(-lag/tau_m), exp(-lag/tau_s), exp(-lag/tau_grad)."""
+    if code == KERNEL_EXP:
+        return e_g
+    return a * (e_s / tau_s - e_m / tau_m)
+
+
+@njit(cache=True)
+def _spike_factors(denom, slope, G, max_dt_du, drop_nonpositive):
+    """(flags, share = G/D or 0 if dropped, weight factor G dt/du) of one spike."""
+    f = 0
+    if denom <= 0.0:
+        f |= 2
+        if drop_nonpositive or denom == 0.0:
+            f |= 1
+    dtdu = -1.0 / slope
+    if max_dt_du > 0.0 and dtdu < -max_dt_du:
+        dtdu = -max_dt_du
+        f |= 4
+    share = 0.0 if (f & 1) else G / denom
+    return f, share, G * dtdu
 
 
 @njit(cache=True, parallel=True)
-def _backward_spikes(group_times, group_offsets, currents, out_sample, out_row, out_neuron,
-                     out_time, out_slope, out_wstart, grad, code, tau_m, tau_s, tau_grad,
-                     max_dt_du, drop_nonpositive, beta, gamma, flags):
-    """Eq. 12 shares and Eq. 14 weights of every output spike, written into the
-    (groups x neurons) arrays ``beta`` and ``gamma`` (zero-initialised).
-
-    ``flags[k]``: bit 0 = window dropped (denominator <= 0 and dropped, or == 0),
-    bit 1 = denominator <= 0, bit 2 = |dt/du| clamped. ``max_dt_du <= 0`` means no cap.
-    """
+def _backward_dense(group_times, group_offsets, em, es, eg, currents, out_sample, out_row,
+                    out_neuron, out_time, out_slope, out_wstart, grad, code, tau_m, tau_s,
+                    tau_grad, max_dt_du, drop_nonpositive, recompute_slope, min_slope,
+                    beta, gamma, flags):
+    """Dense path: add each spike's Eq. 12 shares into ``beta`` and Eq. 14 factors into
+    ``gamma`` (groups x neurons). Windows of the spikes of one call must be disjoint
+    per neuron. With ``recompute_slope`` (forced spikes) u'(t) is summed over the
+    window and raised to at least ``min_slope``. ``flags``: 1 dropped window,
+    2 denominator <= 0, 4 |dt/du| clamped."""
+    a = tau_m / (tau_m - tau_s)
     for k in prange(out_time.size):
-        G = grad[k]
         s = out_sample[k]
-        g = out_row[k]
         i = out_neuron[k]
         tk = out_time[k]
         ws = out_wstart[k]
-        we = g + 1
-        if we < group_offsets[s + 1] and group_times[we] == tk:
-            we += 1
-        denom = 0.0
-        for gg in range(ws, we):
-            denom += currents[gg, i] * _h(tk - group_times[gg], code, tau_m, tau_s, tau_grad)
-        f = 0
-        if denom <= 0.0:
-            f |= 2
-            if drop_nonpositive or denom == 0.0:
-                f |= 1
-        dtdu = -1.0 / out_slope[k]
-        if max_dt_du > 0.0 and dtdu < -max_dt_du:
-            dtdu = -max_dt_du
-            f |= 4
-        flags[k] = f
-        if G == 0.0:
+        we = _window_end(group_times, group_offsets, s, out_row[k], tk)
+        if we <= ws:
+            flags[k] = 3
             continue
-        for gg in range(ws, we):
-            dt = tk - group_times[gg]
-            if (f & 1) == 0:
-                beta[gg, i] = G * _h(dt, code, tau_m, tau_s, tau_grad) / denom
-            gamma[gg, i] = G * dtdu * _eps(dt, tau_m, tau_s)
+        lag = tk - group_times[we - 1]
+        e_m0 = math.exp(-lag / tau_m)
+        e_s0 = math.exp(-lag / tau_s)
+        e_g0 = math.exp(-lag / tau_grad)
+        denom = 0.0
+        du = 0.0
+        e_m, e_s, e_g = e_m0, e_s0, e_g0
+        for gg in range(we - 1, ws - 1, -1):
+            denom += currents[gg, i] * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+            du += currents[gg, i] * a * (e_s / tau_s - e_m / tau_m)
+            if gg > ws:
+                e_m *= em[gg - 1]
+                e_s *= es[gg - 1]
+                e_g *= eg[gg - 1]
+        slope = max(du, min_slope) if recompute_slope else out_slope[k]
+        f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
+        flags[k] = f
+        e_m, e_s, e_g = e_m0, e_s0, e_g0
+        for gg in range(we - 1, ws - 1, -1):
+            beta[gg, i] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+            gamma[gg, i] += wgt * a * (e_m - e_s)
+            if gg > ws:
+                e_m *= em[gg - 1]
+                e_s *= es[gg - 1]
+                e_g *= eg[gg - 1]
+
+
+@njit(cache=True, parallel=True)
+def _backward_sparse_weights(group_times, group_offsets, group_event_offsets, event_neuron,
+                             event_amp, em, es, eg, W, neuron_offsets, by_neuron, out_sample,
+                             out_row, out_neuron, out_time, out_slope, out_wstart, grad, code,
+                             tau_m, tau_s, tau_grad, max_dt_du, drop_nonpositive,
+                             recompute_slope, min_slope, share_out, wgt_out, flags, dW):
+    """Sparse path, pass 1 (parallel over neurons): denominators, Eq. 14 into dW[i, :],
+    and each spike's ``share_out`` = G/D and ``wgt_out`` = G dt/du for pass 2."""
+    a = tau_m / (tau_m - tau_s)
+    for i in prange(neuron_offsets.size - 1):
+        Wi = W[i]
+        dWi = dW[i]
+        for q in range(neuron_offsets[i], neuron_offsets[i + 1]):
+            k = by_neuron[q]
+            s = out_sample[k]
+            tk = out_time[k]
+            ws = out_wstart[k]
+            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
+            if we <= ws:
+                flags[k] = 3
+                share_out[k] = 0.0
+                wgt_out[k] = 0.0
+                continue
+            lag = tk - group_times[we - 1]
+            e_m0 = math.exp(-lag / tau_m)
+            e_s0 = math.exp(-lag / tau_s)
+            e_g0 = math.exp(-lag / tau_grad)
+            denom = 0.0
+            du = 0.0
+            e_m, e_s, e_g = e_m0, e_s0, e_g0
+            for gg in range(we - 1, ws - 1, -1):
+                cur = 0.0
+                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+                    cur += Wi[event_neuron[m]] * event_amp[m]
+                denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                du += cur * a * (e_s / tau_s - e_m / tau_m)
+                if gg > ws:
+                    e_m *= em[gg - 1]
+                    e_s *= es[gg - 1]
+                    e_g *= eg[gg - 1]
+            slope = max(du, min_slope) if recompute_slope else out_slope[k]
+            f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
+            flags[k] = f
+            share_out[k] = share
+            wgt_out[k] = wgt
+            if wgt == 0.0:
+                continue
+            e_m, e_s = e_m0, e_s0
+            for gg in range(we - 1, ws - 1, -1):
+                ev = wgt * a * (e_m - e_s)
+                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+                    dWi[event_neuron[m]] += ev * event_amp[m]
+                if gg > ws:
+                    e_m *= em[gg - 1]
+                    e_s *= es[gg - 1]
+
+
+@njit(cache=True, parallel=True)
+def _backward_sparse_events(group_times, group_offsets, group_event_offsets, event_neuron,
+                            event_amp, em, es, eg, W, spike_offsets, out_row, out_neuron,
+                            out_time, out_wstart, share_in, wgt_in, code, tau_m, tau_s,
+                            tau_grad, d_times, d_amps):
+    """Sparse path, pass 2 (parallel over samples): Eq. 13 into dL/dt and dL/da of the
+    input events (events of a sample are written only by that sample's spikes)."""
+    a = tau_m / (tau_m - tau_s)
+    for s in prange(spike_offsets.size - 1):
+        for k in range(spike_offsets[s], spike_offsets[s + 1]):
+            share = share_in[k]
+            wgt = wgt_in[k]
+            if share == 0.0 and wgt == 0.0:
+                continue
+            Wi = W[out_neuron[k]]
+            tk = out_time[k]
+            ws = out_wstart[k]
+            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
+            if we <= ws:
+                continue
+            lag = tk - group_times[we - 1]
+            e_m = math.exp(-lag / tau_m)
+            e_s = math.exp(-lag / tau_s)
+            e_g = math.exp(-lag / tau_grad)
+            for gg in range(we - 1, ws - 1, -1):
+                fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                fe = wgt * a * (e_m - e_s)
+                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+                    w = Wi[event_neuron[m]]
+                    d_times[m] += fh * w * event_amp[m]
+                    d_amps[m] += fe * w
+                if gg > ws:
+                    e_m *= em[gg - 1]
+                    e_s *= es[gg - 1]
+                    e_g *= eg[gg - 1]
 
 
 @njit(cache=True, parallel=True)
 def _event_dots(event_group, event_neuron, rows, WT, out):
-    """out[m] = sum_i rows[g_m, i] W[i, j_m] for every event m."""
+    """out[m] = sum_i rows[g_m, i] W[i, j_m] for every event m (dense path)."""
     n_out = WT.shape[1]
     for m in prange(event_group.size):
         g = event_group[m]
@@ -174,17 +400,30 @@ def _event_dots(event_group, event_neuron, rows, WT, out):
 
 
 @njit(cache=True)
-def _scatter_weight_grad(event_group, event_neuron, event_amp, gamma, dWT):
-    """dWT[j_m, :] += a_m gamma[g_m, :] for every event m."""
-    n_out = gamma.shape[1]
-    for m in range(event_group.size):
-        g = event_group[m]
-        j = event_neuron[m]
-        a = event_amp[m]
-        if a == 0.0:
+def _forced_windows_kernel(group_times, group_offsets, out_offsets, out_times, out_neurons,
+                           f_samples, f_neurons, f_times, rows, wstart):
+    """Interval row and window start of each forced spike (row -1: empty window)."""
+    for q in range(f_times.size):
+        s = f_samples[q]
+        i = f_neurons[q]
+        t = f_times[q]
+        g0 = group_offsets[s]
+        g1 = group_offsets[s + 1]
+        row = g0 + np.searchsorted(group_times[g0:g1], t) - 1  # last group with t_g < t
+        rows[q] = -1
+        if row < g0:
             continue
-        for i in range(n_out):
-            dWT[j, i] += a * gamma[g, i]
+        t_prev = -np.inf
+        for e in range(out_offsets[s], out_offsets[s + 1]):
+            if out_neurons[e] == i and out_times[e] < t and out_times[e] > t_prev:
+                t_prev = out_times[e]
+        ws = g0
+        while ws < g1 and group_times[ws] <= t_prev:
+            ws += 1
+        if ws >= _window_end(group_times, group_offsets, s, row, t):
+            continue
+        rows[q] = row
+        wstart[q] = ws
 
 
 # ----------------------------------------------------------------------------------
@@ -266,57 +505,76 @@ def group_events(inputs: SpikeTrains, t_end: float) -> EventGroups:
 
 
 def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):
-    """Input currents I (n_groups, n_out) = X W^T, and X when it is kept dense.
+    """Dense path: input currents I (n_groups, n_out) = X W^T by BLAS.
+
+    Consecutive groups with identical inputs (e.g. the T impulses of a static
+    image) share one row of X: the product is computed once per distinct row.
 
     Returns
     -------
     currents : ndarray of float64, shape (n_groups, n_out)
-    X : ndarray of float64, shape (n_groups, n_in), or None (sparse path)
+    X : ndarray of float64, shape (n_runs, n_in) — the distinct rows of the group inputs.
+    run_starts : ndarray of int64, shape (n_runs,) — first group of each run of equal rows.
     """
     n_groups = groups.n_groups
-    n_out = weight.shape[0]
-    n_ev = groups.event_group.size
-    if n_groups and n_ev / (n_groups * max(n_in, 1)) > DENSE_INPUT_DENSITY:
-        X = np.zeros((n_groups, n_in))
-        _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
-        return X @ weight.T, X
-    currents = np.zeros((n_groups, n_out))
-    if n_groups:
-        _gather_currents(groups.group_event_offsets, groups.event_neuron, groups.event_amp,
-                         np.ascontiguousarray(weight.T), currents)
-    return currents, None
+    X = np.zeros((n_groups, n_in))
+    _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
+    new_run = np.ones(n_groups, dtype=bool)
+    new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
+    run_starts = np.flatnonzero(new_run)
+    Xu = X[run_starts]
+    run_of_group = np.cumsum(new_run) - 1
+    return (Xu @ weight.T)[run_of_group], Xu, run_starts
+
+
+def uses_dense_path(groups: EventGroups, n_in: int) -> bool:
+    """True when the group inputs are dense enough for the BLAS path."""
+    n_groups = groups.n_groups
+    return bool(n_groups) and groups.event_group.size / (n_groups * max(n_in, 1)) > DENSE_INPUT_DENSITY
 
 
 @dataclass(frozen=True, eq=False)
 class DenseRecord:
     """What the reverse sweep of a dense layer needs from its forward pass.
 
-    Memory grows with the number of events and groups, never with a time grid.
+    Memory grows with the number of events and spikes, never with a time grid.
 
     Attributes
     ----------
+    params : NeuronParams
+    t_end : float
     groups : EventGroups
-    currents : ndarray (n_groups, n_out) — I[g, i] of the module docstring.
-    X : ndarray (n_groups, n_in) or None — dense group inputs (dense path only).
     weight : ndarray (n_out, n_in) — the effective weights used.
+    currents : ndarray (n_groups, n_out) or None — I[g, i] (dense path only).
+    X : ndarray (n_runs, n_in) or None — distinct dense group inputs (dense path only).
+    run_starts : ndarray (n_runs,) or None — first group of each run sharing a row of X.
     n_in_events : int — number of events of the layer's input SpikeTrains.
-    out_sample, out_row, out_wstart : int64 arrays (n_spikes,) aligned with the
-        output SpikeTrains: sample, interval (group) and first window group of each spike.
+    outputs : SpikeTrains — the layer's output spikes.
+    out_sample, out_row, out_wstart : int64 arrays (n_spikes,) aligned with ``outputs``:
+        sample, interval (group after which the spike falls) and first window group.
     out_slope : float64 (n_spikes,) — u'(t_k) of each spike.
+    em, es : float64 (n_groups,) — exp(-L_g/tau_m), exp(-L_g/tau_s) of each interval.
     """
 
     params: NeuronParams
     t_end: float
     groups: EventGroups
-    currents: np.ndarray
-    X: np.ndarray | None
     weight: np.ndarray
+    currents: np.ndarray | None
+    X: np.ndarray | None
+    run_starts: np.ndarray | None
     n_in_events: int
     outputs: SpikeTrains
     out_sample: np.ndarray
     out_row: np.ndarray
     out_wstart: np.ndarray
     out_slope: np.ndarray
+    em: np.ndarray
+    es: np.ndarray
+
+    @property
+    def dense(self) -> bool:
+        return self.currents is not None
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,7 +625,7 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
     Parameters
     ----------
     inputs : SpikeTrains
-        Input events, ``inputs.n_neurons`` sources, times in [0, inf).
+        Input events, ``inputs.n_neurons`` sources, times >= 0.
     weight : array_like float64, shape (n_out, inputs.n_neurons)
         Effective weights W[i, j] (efficacy of an event = W[i, j] a_m).
     params : NeuronParams
@@ -378,7 +636,8 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
     Returns
     -------
     outputs : SpikeTrains
-        Output spikes (amplitude 1), ``n_neurons = n_out``.
+        Output spikes (amplitude 1), ``n_neurons = n_out``, sorted per sample by
+        time then neuron.
     record : DenseRecord
         State for :func:`dense_backward`.
     """
@@ -387,38 +646,151 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         raise ValueError(f"t_end must be a finite positive number, got {t_end}")
     w = _check_weight(weight, inputs.n_neurons)
     n_out = w.shape[0]
+    S = inputs.n_samples
     groups = group_events(inputs, t_end)
-    currents, X = group_currents(groups, w, inputs.n_neurons)
+    dense = uses_dense_path(groups, inputs.n_neurons)
+    currents = X = run_starts = None
+    if dense:
+        currents, X, run_starts = group_currents(groups, w, inputs.n_neurons)
     em = np.exp(-groups.interval_len / params.tau_m)
     es = np.exp(-groups.interval_len / params.tau_s)
-    G = groups.n_groups
-    spike_time = np.full((G, n_out), np.nan)
-    slope = np.zeros((G, n_out))
-    wstart = np.zeros((G, n_out), dtype=np.int64)
-    if G and n_out:
-        _scan_groups(groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                     currents, params.amplitude, params.tau_m, params.tau_s, params.threshold,
-                     t_end, float(rtol), int(max_iter), spike_time, slope, wstart)
-    rows, neurons = np.nonzero(~np.isnan(spike_time))
-    times = spike_time[rows, neurons]
-    gs = groups.group_sample
-    samples = gs[rows] if rows.size else np.zeros(0, np.int64)
+    P = np.zeros((S, n_out))
+    Q = np.zeros((S, n_out))
+    skip = np.zeros((S, n_out), dtype=np.bool_)
+    wst = np.zeros((S, n_out), dtype=np.int64)
+    cand = np.zeros((S, n_out), dtype=np.bool_)
+    counts = np.zeros(S, dtype=np.int64)
+    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
+    args = (params.amplitude, params.tau_m, params.tau_s, params.threshold, t_end,
+            float(rtol), int(max_iter), P, Q, skip, wst, cand)
+    while True:
+        cap_offsets = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(caps, out=cap_offsets[1:])
+        total = int(cap_offsets[-1])
+        o_row = np.empty(total, dtype=np.int64)
+        o_neuron = np.empty(total, dtype=np.int64)
+        o_time = np.empty(total)
+        o_slope = np.empty(total)
+        o_wstart = np.empty(total, dtype=np.int64)
+        outs = (cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
+        if n_out and S:
+            if dense:
+                _scan_dense(groups.group_times, groups.group_offsets, groups.interval_len, em, es,
+                            currents, *args, *outs)
+            else:
+                _scan_sparse(groups.group_times, groups.group_offsets, groups.group_event_offsets,
+                             groups.event_neuron, groups.event_amp, np.ascontiguousarray(w.T),
+                             groups.interval_len, em, es, *args, *outs)
+        if np.all(counts <= caps):
+            break
+        caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
+    n_spk = int(counts.sum())
+    take = np.repeat(cap_offsets[:-1], counts) + (np.arange(n_spk) - np.repeat(np.cumsum(counts) - counts, counts))
+    samples = np.repeat(np.arange(S, dtype=np.int64), counts)
+    times, neurons = o_time[take], o_neuron[take]
     order = np.lexsort((neurons, times, samples))
-    rows, neurons, times, samples = rows[order], neurons[order], times[order], samples[order]
-    offsets = np.zeros(inputs.n_samples + 1, dtype=np.int64)
-    np.cumsum(np.bincount(samples, minlength=inputs.n_samples), out=offsets[1:])
-    outputs = SpikeTrains(times, neurons, np.ones(times.size), offsets, n_out)
+    take = take[order]
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    outputs = SpikeTrains(times[order], neurons[order], np.ones(n_spk), offsets, n_out)
     record = DenseRecord(
-        params=params, t_end=t_end, groups=groups, currents=currents, X=X, weight=w,
-        n_in_events=inputs.n_events, outputs=outputs,
-        out_sample=samples.astype(np.int64), out_row=rows.astype(np.int64),
-        out_wstart=wstart[rows, neurons].astype(np.int64), out_slope=slope[rows, neurons],
+        params=params, t_end=t_end, groups=groups, weight=w, currents=currents, X=X,
+        run_starts=run_starts, n_in_events=inputs.n_events, outputs=outputs,
+        out_sample=samples, out_row=o_row[take], out_wstart=o_wstart[take],
+        out_slope=o_slope[take], em=em, es=es,
     )
     return outputs, record
 
 
+@dataclass(frozen=True, eq=False)
+class ForcedSpikes:
+    """Supervisory spikes forced onto output neurons (training only).
+
+    A forced spike at time t of neuron i in sample s carries the gradient
+    ``grad`` like a real spike: its window is (t_prev, t] with t_prev the last
+    real spike of the neuron before t, its Eq. 12 shares use h, and its weight
+    path uses dt/du = -1/max(u'(t), 1/max_dt_du): a forced spike is not a
+    threshold crossing, so where the potential is not rising there the steepest
+    allowed sensitivity is used. It does not reset the neuron.
+
+    Attributes
+    ----------
+    samples, neurons : int64 arrays (n,)
+    times, grads : float64 arrays (n,)
+    max_dt_du : float
+        Cap on |dt/du| for forced spikes (default 4, the official code's cap).
+    """
+
+    samples: np.ndarray
+    neurons: np.ndarray
+    times: np.ndarray
+    grads: np.ndarray
+    max_dt_du: float = 4.0
+
+
+def _forced_spike_list(record: DenseRecord, forced: ForcedSpikes):
+    """Forced spikes with a non-empty window, sorted by sample: (sample, neuron, time, grad, row, wstart)."""
+    n = forced.times.size
+    smp = np.ascontiguousarray(forced.samples, dtype=np.int64)
+    nrn = np.ascontiguousarray(forced.neurons, dtype=np.int64)
+    tms = np.ascontiguousarray(forced.times, dtype=np.float64)
+    grd = np.ascontiguousarray(forced.grads, dtype=np.float64)
+    rows = np.full(n, -1, dtype=np.int64)
+    wstart = np.zeros(n, dtype=np.int64)
+    out = record.outputs
+    _forced_windows_kernel(record.groups.group_times, record.groups.group_offsets, out.offsets,
+                           out.times, out.neurons, smp, nrn, tms, rows, wstart)
+    ok = np.flatnonzero(rows >= 0)
+    ok = ok[np.argsort(smp[ok], kind="stable")]
+    return smp[ok], nrn[ok], tms[ok], grd[ok], rows[ok], wstart[ok]
+
+
+def _backward_dense_path(record, gp, spikes, grad, recompute, min_slope, max_dt_du, beta, gamma, eg):
+    smp, nrn, tms, slope, rows, wstart = spikes
+    flags = np.zeros(tms.size, dtype=np.int8)
+    p = record.params
+    g = record.groups
+    if tms.size:
+        _backward_dense(g.group_times, g.group_offsets, record.em, record.es, eg, record.currents,
+                        smp, rows, nrn, tms, slope, wstart, grad, gp.code, p.tau_m, p.tau_s,
+                        gp.tau_grad, max_dt_du, gp.drop_nonpositive, recompute, min_slope,
+                        beta, gamma, flags)
+    return flags
+
+
+def _backward_sparse_path(record, gp, spikes, grad, recompute, min_slope, max_dt_du, eg,
+                          dW, d_times, d_amps, need_input_grad):
+    smp, nrn, tms, slope, rows, wstart = spikes
+    n = tms.size
+    flags = np.zeros(n, dtype=np.int8)
+    if not n:
+        return flags
+    p = record.params
+    g = record.groups
+    n_out = record.weight.shape[0]
+    by_neuron = np.argsort(nrn, kind="stable")
+    neuron_offsets = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nrn, minlength=n_out), out=neuron_offsets[1:])
+    share = np.zeros(n)
+    wgt = np.zeros(n)
+    _backward_sparse_weights(g.group_times, g.group_offsets, g.group_event_offsets, g.event_neuron,
+                             g.event_amp, record.em, record.es, eg, record.weight, neuron_offsets,
+                             by_neuron, smp, rows, nrn, tms, slope, wstart, grad, gp.code, p.tau_m,
+                             p.tau_s, gp.tau_grad, max_dt_du, gp.drop_nonpositive, recompute,
+                             min_slope, share, wgt, flags, dW)
+    if need_input_grad:
+        S = g.group_offsets.size - 1
+        spike_offsets = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(np.bincount(smp, minlength=S), out=spike_offsets[1:])
+        _backward_sparse_events(g.group_times, g.group_offsets, g.group_event_offsets,
+                                g.event_neuron, g.event_amp, record.em, record.es, eg,
+                                record.weight, spike_offsets, rows, nrn, tms, wstart, share, wgt,
+                                gp.code, p.tau_m, p.tau_s, gp.tau_grad, d_times, d_amps)
+    return flags
+
+
 def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None = None, *,
-                   need_input_grad: bool = True) -> DenseGrads:
+                   need_input_grad: bool = True, forced: ForcedSpikes | None = None) -> DenseGrads:
     """Reverse-time backward of a dense layer (Eqs. 12-14).
 
     Parameters
@@ -431,47 +803,56 @@ def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None
         Kernel h and stabilisers (default: "exp", tau_grad 2.5, no stabiliser).
     need_input_grad : bool
         Compute ``d_times`` / ``d_amplitudes`` (skip for the first layer).
+    forced : ForcedSpikes, optional
+        Supervisory spikes whose gradient is propagated too.
 
     Returns
     -------
     DenseGrads
     """
     gp = grad_params if grad_params is not None else GradParams()
-    p = record.params
     grad = np.ascontiguousarray(grad_out, dtype=np.float64).reshape(-1)
-    if grad.size != record.outputs.n_events:
-        raise ValueError(
-            f"grad_out must have one entry per output spike ({record.outputs.n_events}), got {grad.size}"
-        )
+    out = record.outputs
+    if grad.size != out.n_events:
+        raise ValueError(f"grad_out must have one entry per output spike ({out.n_events}), got {grad.size}")
     if not np.all(np.isfinite(grad)):
         raise ValueError("grad_out contains NaN or inf")
-    groups = record.groups
+    g = record.groups
     n_out, n_in = record.weight.shape
-    G = groups.n_groups
-    beta = np.zeros((G, n_out))
-    gamma = np.zeros((G, n_out))
-    flags = np.zeros(grad.size, dtype=np.int8)
-    if grad.size:
-        _backward_spikes(groups.group_times, groups.group_offsets, record.currents,
-                         record.out_sample, record.out_row, record.outputs.neurons,
-                         record.outputs.times, record.out_slope, record.out_wstart, grad,
-                         gp.code, p.tau_m, p.tau_s, gp.tau_grad,
-                         gp.max_dt_du if gp.max_dt_du is not None else -1.0,
-                         gp.drop_nonpositive, beta, gamma, flags)
-    if record.X is not None:
-        d_weight = gamma.T @ record.X
+    eg = np.exp(-g.interval_len / gp.tau_grad)
+    cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
+    real = (record.out_sample, out.neurons, out.times, record.out_slope, record.out_row,
+            record.out_wstart)
+    fspk = None
+    if forced is not None and forced.times.size:
+        smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
+        fspk = ((smp, nrn, tms, np.ones(tms.size), rows, wstart), fgrad, forced.max_dt_du)
+    n_kept = g.keep.size
+    d_times_k = np.zeros(n_kept)
+    d_amps_k = np.zeros(n_kept)
+    if record.dense:
+        beta = np.zeros((g.n_groups, n_out))
+        gamma = np.zeros((g.n_groups, n_out))
+        flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, beta, gamma, eg)
+        if fspk is not None:
+            _backward_dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2],
+                                 beta, gamma, eg)
+        d_weight = np.add.reduceat(gamma, record.run_starts, axis=0).T @ record.X
+        if need_input_grad and n_kept:
+            WT = np.ascontiguousarray(record.weight.T)
+            _event_dots(g.event_group, g.event_neuron, beta, WT, d_times_k)
+            d_times_k *= g.event_amp
+            _event_dots(g.event_group, g.event_neuron, gamma, WT, d_amps_k)
     else:
-        dWT = np.zeros((n_in, n_out))
-        _scatter_weight_grad(groups.event_group, groups.event_neuron, groups.event_amp, gamma, dWT)
-        d_weight = dWT.T.copy()
+        d_weight = np.zeros((n_out, n_in))
+        flags = _backward_sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight,
+                                      d_times_k, d_amps_k, need_input_grad)
+        if fspk is not None:
+            _backward_sparse_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg,
+                                  d_weight, d_times_k, d_amps_k, need_input_grad)
     d_times = np.zeros(record.n_in_events)
     d_amps = np.zeros(record.n_in_events)
-    if need_input_grad and groups.keep.size:
-        WT = np.ascontiguousarray(record.weight.T)
-        dt_kept = np.empty(groups.keep.size)
-        _event_dots(groups.event_group, groups.event_neuron, beta, WT, dt_kept)
-        da_kept = np.empty(groups.keep.size)
-        _event_dots(groups.event_group, groups.event_neuron, gamma, WT, da_kept)
-        d_times[groups.keep] = gp.input_grad_scale * groups.event_amp * dt_kept
-        d_amps[groups.keep] = da_kept
+    if need_input_grad:
+        d_times[g.keep] = gp.input_grad_scale * d_times_k
+        d_amps[g.keep] = d_amps_k
     return DenseGrads(d_times=d_times, d_amplitudes=d_amps, d_weight=d_weight, flags=flags)

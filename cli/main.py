@@ -1,0 +1,238 @@
+"""``eventsnn`` command line: thin click commands over the library.
+
+Every command builds a typed configuration, calls the library and prints the
+result (``--json`` for machine-readable output). Bad input — an unknown
+dataset, a malformed architecture, a checkpoint that does not fit, an
+unwritable directory — ends with one line ``Error: ...`` on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from eventsnn import __version__
+from eventsnn.config import ENCODERS, TrainConfig
+from eventsnn.loss import SUPERVISION
+
+#: Exceptions that mean "bad input": reported in one line with exit code 2.
+USER_ERRORS = (ValueError, OSError, KeyError)
+
+
+class EventsnnGroup(click.Group):
+    """A click group that turns library errors into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.UsageError as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            ctx.exit(2)
+        except click.ClickException:
+            raise
+        except USER_ERRORS as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, KeyError):
+                msg = f"missing entry {msg}"
+            click.echo(f"Error: {msg}", err=True)
+            ctx.exit(2)
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise click.UsageError(f"--out {directory} is not writable ({exc.strerror or exc})") from None
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+@click.group(cls=EventsnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eventsnn")
+def main():
+    """Spiking neural networks trained with event-driven backpropagation in exact continuous time."""
+    warnings.showwarning = _warning_line
+
+
+# ----------------------------------------------------------------------------- train
+_D = TrainConfig()
+
+TRAIN_OPTIONS = [
+    click.option("--arch", default=_D.arch, show_default=True,
+                 help="Architecture, e.g. 784-800 (input-hidden...; the output layer is implicit)."),
+    click.option("--epochs", type=int, default=_D.epochs, show_default=True),
+    click.option("--batch-size", type=int, default=_D.batch_size, show_default=True),
+    click.option("--lr", type=float, default=_D.lr, show_default=True, help="AdamW learning rate (cosine schedule)."),
+    click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True),
+    click.option("--grad-clip", type=float, default=_D.grad_clip, show_default=True,
+                 help="Global gradient-norm clip (0: off)."),
+    click.option("--seed", type=int, default=_D.seed, show_default=True),
+    click.option("--steps", "-T", type=int, default=_D.steps, show_default=True,
+                 help="T: impulses per pixel at t = 0..T-1; the window is (0, T]."),
+    click.option("--encoder", type=click.Choice(ENCODERS), default=_D.encoder, show_default=True),
+    click.option("--tau-m", type=float, default=_D.tau_m, show_default=True),
+    click.option("--tau-s", type=float, default=_D.tau_s, show_default=True),
+    click.option("--threshold", type=float, default=_D.threshold, show_default=True),
+    click.option("--grad-kernel", type=click.Choice(["exp", "depsilon"]), default=_D.grad_kernel,
+                 show_default=True, help="Backward kernel h of Eq. 12."),
+    click.option("--tau-grad", type=float, default=_D.tau_grad, show_default=True),
+    click.option("--desired", type=float, default=_D.desired, show_default=True,
+                 help="Target spike count of the label neuron."),
+    click.option("--undesired", type=float, default=_D.undesired, show_default=True,
+                 help="Target spike count of the other output neurons."),
+    click.option("--supervision", type=click.Choice(SUPERVISION), default=_D.supervision,
+                 show_default=True, help="Supervisory spike of the label neuron (end: at t_end)."),
+    click.option("--weight-norm/--no-weight-norm", default=_D.weight_norm, show_default=True),
+    click.option("--avg-spike-init", type=float, default=_D.avg_spike_init, show_default=True,
+                 help="Target spikes per neuron of the gain initialisation."),
+    click.option("--max-dt-du", type=float, default=_D.max_dt_du, show_default=True,
+                 help="Cap on |dt/du| (0: no cap)."),
+    click.option("--input-grad-scale", type=float, default=_D.input_grad_scale, show_default=True,
+                 help="Scale of the input-event gradient per layer (official: 0.85; 1: off)."),
+    click.option("--drop-nonpositive/--keep-nonpositive", default=_D.drop_nonpositive, show_default=True,
+                 help="Drop windows whose Eq. 12 denominator is <= 0."),
+    click.option("--limit-train", type=int, default=None, help="Use the first N training images."),
+    click.option("--limit-test", type=int, default=None, help="Use the first N test images."),
+]
+
+
+def _train_options(f):
+    for opt in reversed(TRAIN_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def _config_from_options(dataset: str, opts: dict) -> TrainConfig:
+    values = {f.name: opts[f.name] for f in fields(TrainConfig) if f.name in opts}
+    values["dataset"] = dataset
+    if values.get("max_dt_du") in (0, 0.0):
+        values["max_dt_du"] = None
+    return TrainConfig(**values)
+
+
+def _load_split(name: str, split: str, data_dir, limit):
+    from eventsnn.datasets import load_dataset
+
+    x, y = load_dataset(name, split, data_dir)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return x, y
+
+
+@main.command()
+@click.argument("dataset")
+@_train_options
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (default runs/DATASET-ARCH).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue the run in this directory exactly where it stopped.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset cache (default $EVENTSNN_DATA or ./data).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(dataset, out, resume, data_dir, quiet, **opts):
+    """Train a spiking network on DATASET (e.g. mnist) with exact event-driven backpropagation.
+
+    Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
+    """
+    from eventsnn.checkpoint import load_checkpoint
+    from eventsnn.datasets import dataset_checksum
+    from eventsnn.train import train as run_training
+
+    ctx = click.get_current_context()
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            raise click.UsageError("use either --out or --resume DIR (the run continues in DIR)")
+        ck = load_checkpoint(Path(resume) / "checkpoint.h5")
+        config = ck.config
+        if dataset != config.dataset:
+            raise click.UsageError(f"{resume} holds a {config.dataset} run, not {dataset}")
+        changes = {}
+        for name, value in opts.items():
+            src = ctx.get_parameter_source(name)
+            if src is not None and src.name == "COMMANDLINE":
+                stored = getattr(config, name)
+                if name == "max_dt_du" and value == 0:
+                    value = None
+                if value != stored:
+                    if name == "epochs":
+                        changes["epochs"] = value
+                    else:
+                        raise click.UsageError(
+                            f"--{name.replace('_', '-')} {value} differs from the checkpoint in {resume} "
+                            f"({stored}); a resumed run keeps its configuration (only --epochs may change)"
+                        )
+        if changes:
+            config = TrainConfig(**{**json.loads(config.to_json()), **changes})
+        out_dir = Path(resume)
+    else:
+        config = _config_from_options(dataset, opts)
+        out_dir = Path(out) if out is not None else Path("runs") / f"{dataset}-{config.arch}"
+    _check_writable(out_dir)
+    x_train, y_train = _load_split(config.dataset, "train", data_dir, config.limit_train)
+    x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test)
+    checksum = dataset_checksum(config.dataset, data_dir)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    click.echo(f"eventsnn {__version__}: training {config.arch} on {config.dataset} "
+               f"({len(y_train)} train / {len(y_test)} test images) -> {out_dir}")
+    try:
+        result = run_training(config, out_dir, train_data=(x_train, y_train), test_data=(x_test, y_test),
+                              dataset_checksum=checksum, n_classes=n_classes, resume=resume is not None,
+                              progress=not quiet, log=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: the last completed epoch is saved in {out_dir / 'checkpoint.h5'}; "
+                   f"continue with: eventsnn train {dataset} --resume {out_dir}", err=True)
+        sys.exit(130)
+    hist = result["history"]
+    if hist:
+        click.echo(f"done: test accuracy {hist[-1]['test_accuracy']:.4f} after {hist[-1]['epoch']} epochs; "
+                   f"checkpoint {out_dir / 'checkpoint.h5'}")
+
+
+# -------------------------------------------------------------------------- evaluate
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--limit-test", type=int, default=None, help="Use the first N test images.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(checkpoint, limit_test, data_dir, as_json, quiet):
+    """Test accuracy of a CHECKPOINT (file or run directory), time to decision and spike counts."""
+    from eventsnn.checkpoint import load_checkpoint
+    from eventsnn.train import evaluate as run_eval
+
+    if limit_test is not None and limit_test < 1:
+        raise click.UsageError("--limit-test must be >= 1")
+    ck = load_checkpoint(checkpoint)
+    x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test)
+    res = run_eval(ck.network, x, y, ck.config, progress=not (quiet or as_json))
+    res["epoch"] = ck.epoch
+    res["arch"] = ck.config.arch
+    res["dataset"] = ck.config.dataset
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    click.echo(f"{ck.config.dataset} {ck.config.arch} (epoch {ck.epoch}): accuracy {res['accuracy']:.4f} "
+               f"on {res['n']} test images")
+    ttd = res["time_to_decision"]
+    click.echo(f"mean time to decision: {ttd:.3f} (model time units)" if ttd is not None
+               else "mean time to decision: no output spike")
+    click.echo("spikes per inference per layer: " + ", ".join(f"{s:.1f}" for s in res["spikes_per_inference"]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,96 @@
+"""Architecture strings: ``784-800`` and the paper's notation.
+
+Grammar (tokens separated by ``-``; the output layer, one neuron per class, is
+implicit and never written):
+
+* ``N`` (an integer): the input size when it is the first token, else a dense
+  layer of N neurons;
+* ``cCk`` / ``cCkpP``: a convolution with c channels, k x k filters, padding P;
+* ``Pk``: a k x k pooling layer.
+
+Convolution and pooling are parsed and recognised here; networks made of them
+are built by the convolutional engine (not part of this version: a clear error
+says so).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DENSE = re.compile(r"^(\d+)$")
+_CONV = re.compile(r"^(\d+)C(\d+)(?:p(\d+))?$")
+_POOL = re.compile(r"^P(\d+)$")
+
+
+class ArchError(ValueError):
+    """A malformed or unsupported architecture string."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One parsed token: ``kind`` in {"dense", "conv", "pool"} and its sizes."""
+
+    kind: str
+    size: int = 0
+    kernel: int = 0
+    padding: int = 0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A parsed architecture: the input size (or None) and the hidden layers."""
+
+    text: str
+    n_inputs: int | None
+    layers: tuple[LayerSpec, ...]
+
+
+def parse_arch(text: str) -> ArchSpec:
+    """Parse an architecture string.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"784-800"`` (input 784, dense 800) or ``"15C5-P2-40C5-P2-300"``.
+
+    Returns
+    -------
+    ArchSpec
+
+    Raises
+    ------
+    ArchError
+        Quoting the first bad token.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ArchError(f"architecture must be a non-empty string like '784-800', got {text!r}")
+    tokens = [t.strip() for t in text.strip().split("-")]
+    n_inputs = None
+    layers = []
+    for pos, tok in enumerate(tokens):
+        if m := _DENSE.match(tok):
+            n = int(m.group(1))
+            if n < 1:
+                raise ArchError(f"bad token '{tok}' in architecture '{text}': sizes must be >= 1")
+            if pos == 0:
+                n_inputs = n
+            else:
+                layers.append(LayerSpec("dense", n))
+        elif m := _CONV.match(tok):
+            c, k = int(m.group(1)), int(m.group(2))
+            p = int(m.group(3) or 0)
+            if c < 1 or k < 1:
+                raise ArchError(f"bad token '{tok}' in architecture '{text}': channels and kernel must be >= 1")
+            layers.append(LayerSpec("conv", c, k, p))
+        elif m := _POOL.match(tok):
+            k = int(m.group(1))
+            if k < 1:
+                raise ArchError(f"bad token '{tok}' in architecture '{text}': pool size must be >= 1")
+            layers.append(LayerSpec("pool", 0, k))
+        else:
+            raise ArchError(
+                f"bad token '{tok}' in architecture '{text}' "
+                "(expected N for a dense layer, cCk[pP] for a convolution, Pk for pooling)"
+            )
+    return ArchSpec(text.strip(), n_inputs, tuple(layers))

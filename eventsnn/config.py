@@ -1,0 +1,99 @@
+"""The one typed training configuration: built by the CLI (or in Python), stored whole in checkpoints.
+
+Defaults reproduce the official MNIST configuration of the paper's code
+(batch 50, lr 5e-4, weight decay 5e-4, T = 5, targets 5/1, tau 5/3/2.5,
+gain initialisation to 0.5 spikes per neuron, gradient-norm clip 1, seed 3,
+the official stabilisers: |dt/du| cap 4, input-gradient scale 0.85 per layer,
+windows with a non-positive denominator dropped).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from .arch import parse_arch
+from .loss import SUPERVISION
+from .params import GradParams, NeuronParams
+
+ENCODERS = ("current", "latency")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (see the CLI's ``train --help``).
+
+    Validated in ``__post_init__``: a bad value raises ``ValueError`` naming the field.
+    """
+
+    dataset: str = "mnist"
+    arch: str = "784-800"
+    epochs: int = 100
+    batch_size: int = 50
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    grad_clip: float = 1.0
+    seed: int = 3
+    steps: int = 5
+    encoder: str = "current"
+    tau_m: float = 5.0
+    tau_s: float = 3.0
+    threshold: float = 1.0
+    grad_kernel: str = "exp"
+    tau_grad: float = 2.5
+    desired: float = 5.0
+    undesired: float = 1.0
+    supervision: str = "end"
+    weight_norm: bool = True
+    avg_spike_init: float = 0.5
+    max_dt_du: float | None = 4.0
+    input_grad_scale: float = 0.85
+    drop_nonpositive: bool = True
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def __post_init__(self):
+        parse_arch(self.arch)
+        NeuronParams(self.tau_m, self.tau_s, self.threshold)
+        self.grad_params()
+        for name in ("epochs", "batch_size", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "avg_spike_init"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "desired", "undesired"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("limit_train", "limit_test"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.supervision not in SUPERVISION:
+            raise ValueError(f"supervision must be one of {SUPERVISION}, got {self.supervision!r}")
+
+    @property
+    def t_end(self) -> float:
+        """End of the simulation window: T."""
+        return float(self.steps)
+
+    def neuron_params(self) -> NeuronParams:
+        return NeuronParams(self.tau_m, self.tau_s, self.threshold)
+
+    def grad_params(self) -> GradParams:
+        return GradParams(kernel=self.grad_kernel, tau_grad=self.tau_grad, max_dt_du=self.max_dt_du,
+                          input_grad_scale=self.input_grad_scale, drop_nonpositive=self.drop_nonpositive)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown configuration fields: {sorted(unknown)}")
+        return cls(**data)

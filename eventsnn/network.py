@@ -1,0 +1,201 @@
+"""A feed-forward stack of exact SRM layers: forward over all layers, backward in reverse.
+
+Forward: the output events of layer l are the input events of layer l + 1.
+Backward (Eqs. 12-14): dL/dt of the output spikes of the last layer is mapped
+to dL/dt of its input events, which are the output spikes of the layer below,
+and so on down to the input events; every layer also returns the gradients of
+its parameters. The sum of the spike gradients is conserved from layer to
+layer (Eq. 8) unless a stabiliser is switched on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arch import ArchError, parse_arch
+from .engine.sweep import ForcedSpikes
+from .layers import DenseLayer, LayerGrads
+from .params import GradParams, NeuronParams
+from .spikes import SpikeTrains
+
+
+@dataclass(eq=False)
+class ForwardResult:
+    """Result of :meth:`Network.forward`.
+
+    Attributes
+    ----------
+    inputs : SpikeTrains — the input events.
+    spikes : list of SpikeTrains — ``spikes[l]`` emitted by layer l (l = 0 the
+        first hidden layer, -1 the output layer).
+    records : list — per-layer state for the backward pass.
+    t_end : float — end of the simulation window.
+    """
+
+    inputs: SpikeTrains
+    spikes: list
+    records: list
+    t_end: float
+
+
+@dataclass(eq=False)
+class Gradients:
+    """Result of :meth:`Network.backward`.
+
+    Attributes
+    ----------
+    weights : list of ndarray — dL/dW of ``net.layers[l].weight`` (same shape).
+    gains, offsets : list of ndarray or None — weight-standardisation parameters.
+    events : list of ndarray or None — ``events[l]`` is dL/dt of the input events
+        of layer l (``events[0]`` is None unless ``input_grad=True``).
+    layers : list of LayerGrads — everything, including the engine's flags.
+    """
+
+    weights: list
+    gains: list
+    offsets: list
+    events: list
+    layers: list = field(default_factory=list)
+
+
+class Network:
+    """Feed-forward spiking network trained with event-driven backpropagation.
+
+    Build one with :meth:`from_arch`. ``net.layers[i].weight`` is a plain numpy
+    array users may read and assign.
+    """
+
+    def __init__(self, layers, n_classes: int, *, params: NeuronParams | None = None,
+                 t_end: float = 5.0, input_shape=None, arch: str = ""):
+        self.layers = list(layers)
+        self.n_classes = int(n_classes)
+        self.params = params if params is not None else NeuronParams()
+        self.t_end = float(t_end)
+        self.input_shape = tuple(input_shape) if input_shape is not None else (self.layers[0].n_in,)
+        self.arch = arch
+
+    @classmethod
+    def from_arch(cls, arch: str, n_classes: int, *, tau_m: float = 5.0, tau_s: float = 3.0,
+                  threshold: float = 1.0, weight_norm: bool = True, input_shape=None,
+                  seed=None, t_end: float = 5.0) -> "Network":
+        """Build a network from an architecture string.
+
+        Parameters
+        ----------
+        arch : str
+            E.g. ``"784-800"``: 784 inputs, a dense layer of 800; the output
+            layer of ``n_classes`` neurons is added. The input size may be
+            omitted when ``input_shape`` is given (``"800"``).
+        n_classes : int
+        tau_m, tau_s, threshold : float
+            Neuron parameters (:class:`NeuronParams`).
+        weight_norm : bool
+            Weight standardisation with learnable gain/offset.
+        input_shape : tuple of int, optional
+            Shape of one input sample; its product must equal the input size.
+        seed : int or numpy.random.Generator, optional
+            Weight initialisation.
+        t_end : float
+            End of the simulation window (0, t_end] (T for T impulses).
+
+        Examples
+        --------
+        >>> net = Network.from_arch("784-800", 10, seed=0)
+        >>> [layer.weight.shape for layer in net.layers]
+        [(800, 784), (10, 800)]
+        """
+        spec = parse_arch(arch)
+        n_in = spec.n_inputs
+        if input_shape is not None:
+            flat = int(np.prod(input_shape))
+            if n_in is not None and n_in != flat:
+                raise ArchError(f"architecture '{arch}' expects {n_in} inputs but input_shape {tuple(input_shape)} has {flat}")
+            n_in = flat
+        if n_in is None:
+            raise ArchError(f"architecture '{arch}' does not give the input size and no input_shape was given")
+        if int(n_classes) < 1:
+            raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+        for ls in spec.layers:
+            if ls.kind != "dense":
+                raise ArchError(
+                    f"architecture '{arch}': {ls.kind} layers are not available in this version "
+                    "of eventsnn (dense layers only)"
+                )
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        params = NeuronParams(tau_m, tau_s, threshold)
+        sizes = [n_in] + [ls.size for ls in spec.layers] + [int(n_classes)]
+        layers = [DenseLayer(a, b, weight_norm=weight_norm, rng=rng) for a, b in zip(sizes[:-1], sizes[1:])]
+        return cls(layers, n_classes, params=params, t_end=t_end,
+                   input_shape=input_shape if input_shape is not None else (n_in,), arch=spec.text)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_in
+
+    def forward(self, inputs: SpikeTrains, *, t_end: float | None = None) -> ForwardResult:
+        """Exact continuous-time forward through every layer.
+
+        Parameters
+        ----------
+        inputs : SpikeTrains
+            Input events with ``n_neurons`` = the network's input size.
+        t_end : float, optional
+            Window end; defaults to ``self.t_end``.
+        """
+        t_end = self.t_end if t_end is None else float(t_end)
+        if not isinstance(inputs, SpikeTrains):
+            raise TypeError("inputs must be a SpikeTrains (see eventsnn.encode)")
+        spikes, records = [], []
+        x = inputs
+        for layer in self.layers:
+            x, rec = layer.forward(x, self.params, t_end)
+            spikes.append(x)
+            records.append(rec)
+        return ForwardResult(inputs, spikes, records, t_end)
+
+    def backward(self, result: ForwardResult, grad_out, *, kernel: str = "exp", tau_grad: float = 2.5,
+                 max_dt_du: float | None = None, input_grad_scale: float = 1.0,
+                 drop_nonpositive: bool = False, forced: ForcedSpikes | None = None,
+                 input_grad: bool = False) -> Gradients:
+        """Reverse-time backward through every layer (Eqs. 12-14).
+
+        Parameters
+        ----------
+        result : ForwardResult
+        grad_out : array_like float64 (n_output_spikes,)
+            dL/dt of every output spike, aligned with ``result.spikes[-1].times``.
+        kernel, tau_grad : backward kernel h of Eq. 12.
+        max_dt_du, input_grad_scale, drop_nonpositive :
+            The official code's stabilisers (off by default; see :class:`GradParams`).
+        forced : ForcedSpikes, optional
+            Supervisory spikes on the output layer.
+        input_grad : bool
+            Also compute dL/dt of the network's input events (``events[0]``).
+        """
+        gp = GradParams(kernel=kernel, tau_grad=tau_grad, max_dt_du=max_dt_du,
+                        input_grad_scale=input_grad_scale, drop_nonpositive=drop_nonpositive)
+        n = len(self.layers)
+        out: list[LayerGrads | None] = [None] * n
+        g = np.asarray(grad_out, dtype=np.float64)
+        for l in range(n - 1, -1, -1):
+            lg = self.layers[l].backward(result.records[l], g, gp,
+                                         need_input_grad=(l > 0 or input_grad),
+                                         forced=forced if l == n - 1 else None)
+            out[l] = lg
+            g = lg.events
+        return Gradients(
+            weights=[lg.weight for lg in out], gains=[lg.gain for lg in out],
+            offsets=[lg.offset for lg in out],
+            events=[lg.events if (l > 0 or input_grad) else None for l, lg in enumerate(out)],
+            layers=out,
+        )
+
+    def parameters(self) -> list:
+        """(name, array) pairs of every learnable array, in a fixed order."""
+        return [(f"layers.{l}.{k}", v) for l, layer in enumerate(self.layers)
+                for k, v in layer.parameters().items()]
+
+    def __repr__(self) -> str:
+        return f"Network('{self.arch}', n_classes={self.n_classes}, layers={self.layers})"

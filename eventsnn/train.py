@@ -1,0 +1,309 @@
+"""Training and evaluation: gain initialisation, the epoch loop, diagnostics, checkpoints.
+
+One training step (Section 3.4):
+
+1. encode the batch (normalised images as T current impulses, or latency);
+2. exact forward through every layer (:meth:`Network.forward`);
+3. count loss with the supervisory spike (:func:`eventsnn.loss.count_loss`);
+4. reverse-time backward (Eqs. 12-14) through every layer;
+5. global gradient-norm clip, AdamW step (cosine schedule per epoch).
+
+Before the first epoch the gain of each layer is set, layer by layer on the
+first 50 training samples, by a geometric binary search in [0.05, 500]
+(stopping when high/low < 1.01) so that the mean spike count per neuron in the
+last third of the window is ``avg_spike_init / 3``.
+
+The order of the training samples in epoch e comes from
+``numpy.random.default_rng([seed, e])``, so a resumed run continues exactly
+where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import encode
+from .checkpoint import build_network, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .loss import count_loss, readout
+from .network import Network
+from .optim import AdamW, clip_grad_norm, cosine_lr
+from .spikes import SpikeTrains
+
+#: Per-dataset pixel normalisation (mean, std) of the official code.
+NORMALISATION = {"mnist": (0.1307, 0.3081)}
+#: Samples used for the gain initialisation.
+INIT_SAMPLES = 50
+#: Gain search interval and stopping ratio.
+GAIN_RANGE = (0.05, 500.0)
+GAIN_RATIO = 1.01
+
+
+class SilentLayerWarning(UserWarning):
+    """A layer emitted no spike in a whole epoch: gradient cannot flow through it."""
+
+
+def encode_images(images: np.ndarray, config: TrainConfig) -> SpikeTrains:
+    """Input events of a batch of images under ``config`` (normalisation + encoder).
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, ...), values in [0, 1]
+    config : TrainConfig
+    """
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if config.encoder == "latency":
+        return encode.latency(x, t_max=config.t_end)
+    mean, std = NORMALISATION.get(config.dataset, (0.0, 1.0))
+    return encode.current((x - mean) / std, steps=config.steps)
+
+
+def _late_rate(spikes: SpikeTrains, t_end: float) -> float:
+    """Mean number of spikes per (sample, neuron) in the last third of the window."""
+    denom = max(spikes.n_samples * spikes.n_neurons, 1)
+    return float(np.count_nonzero(spikes.times > t_end * 2.0 / 3.0)) / denom
+
+
+def init_gains(net: Network, inputs: SpikeTrains, avg_spike_init: float) -> list:
+    """Set each layer's gain by geometric binary search (see module docstring).
+
+    With weight standardisation the per-row ``gain`` is set to the found value;
+    without it the weight matrix is scaled.
+
+    Returns
+    -------
+    list of float
+        The gain chosen for each layer.
+    """
+    target = avg_spike_init / 3.0
+    x = inputs
+    chosen = []
+    for layer in net.layers:
+        base = layer.weight.copy()
+
+        def apply(g):
+            if layer.weight_norm:
+                layer.gain[:] = g
+            else:
+                layer.weight = base * g
+
+        lo, hi = GAIN_RANGE
+        while hi / lo >= GAIN_RATIO:
+            mid = math.sqrt(lo * hi)
+            apply(mid)
+            out, _ = layer.forward(x, net.params, net.t_end)
+            if _late_rate(out, net.t_end) < target:
+                lo = mid
+            else:
+                hi = mid
+        g = math.sqrt(lo * hi)
+        apply(g)
+        chosen.append(g)
+        x, _ = layer.forward(x, net.params, net.t_end)
+    return chosen
+
+
+@dataclass
+class BatchStats:
+    loss: float
+    correct: int
+    n: int
+    spikes: list          # spikes per layer (sum over the batch)
+    fired: list           # bool (n_neurons,) per layer: fired at least once
+    n_windows: int
+    n_dropped: int
+    n_clamped: int
+
+
+def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) -> BatchStats:
+    """One optimisation step on a batch; returns its statistics."""
+    inputs = encode_images(images, config)
+    result = net.forward(inputs)
+    out = result.spikes[-1]
+    cl = count_loss(out, labels, steps=config.steps, t_end=config.t_end, desired=config.desired,
+                    undesired=config.undesired, supervision=config.supervision)
+    gp = config.grad_params()
+    grads = net.backward(result, cl.grad, kernel=gp.kernel, tau_grad=gp.tau_grad,
+                         max_dt_du=gp.max_dt_du, input_grad_scale=gp.input_grad_scale,
+                         drop_nonpositive=gp.drop_nonpositive, forced=cl.forced)
+    flat = []
+    for lg in grads.layers:
+        flat.append(lg.weight)
+        if lg.gain is not None:
+            flat.extend([lg.gain, lg.offset])
+    clip_grad_norm(flat, config.grad_clip)
+    opt.step(flat)
+    pred = readout(out)
+    return BatchStats(
+        loss=cl.loss, correct=int(np.sum(pred == np.asarray(labels))), n=len(labels),
+        spikes=[s.n_events for s in result.spikes],
+        fired=[np.bincount(s.neurons, minlength=s.n_neurons) > 0 for s in result.spikes],
+        n_windows=sum(lg.raw.flags.size for lg in grads.layers),
+        n_dropped=sum(lg.raw.n_dropped for lg in grads.layers),
+        n_clamped=sum(lg.raw.n_clamped for lg in grads.layers),
+    )
+
+
+def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: int = 200,
+             progress: bool = False) -> dict:
+    """Test accuracy and what only an event-driven network can tell.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (fraction), ``n``, ``time_to_decision`` (mean time of the
+        first output spike of the predicted class, over samples where it fired;
+        model time units), ``spikes_per_inference`` (per layer, mean over samples),
+        ``silent_outputs`` (share of samples without any output spike).
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    correct = 0
+    ttd, n_ttd, silent = 0.0, 0, 0
+    spikes = np.zeros(len(net.layers))
+    from tqdm.auto import tqdm
+
+    for a in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress, leave=False):
+        b = min(a + batch_size, n)
+        result = net.forward(encode_images(images[a:b], config))
+        out = result.spikes[-1]
+        pred = readout(out)
+        correct += int(np.sum(pred == labels[a:b]))
+        first = out.first_times()[np.arange(b - a), pred]
+        ok = np.isfinite(first)
+        ttd += float(first[ok].sum())
+        n_ttd += int(ok.sum())
+        silent += int(np.sum(np.diff(out.offsets) == 0))
+        spikes += [s.n_events for s in result.spikes]
+    return {
+        "accuracy": correct / max(n, 1),
+        "n": int(n),
+        "time_to_decision": ttd / n_ttd if n_ttd else None,
+        "spikes_per_inference": (spikes / max(n, 1)).tolist(),
+        "silent_outputs": silent / max(n, 1),
+    }
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checksum: str,
+          n_classes: int = 10, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train (or resume) a network; checkpoint after every epoch.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : path
+        Receives ``checkpoint.h5`` (atomically, after every epoch) and ``metrics.json``.
+    train_data, test_data : (images, labels)
+        images float (N, ...) in [0, 1], labels int (N,); already limited.
+    dataset_checksum : str
+        Stored in the checkpoint; a resumed run must use the same data.
+    resume : bool
+        Continue from ``out_dir/checkpoint.h5``; ``config`` must equal the stored
+        one except for ``epochs``.
+    log : callable
+        Receives one line of text per epoch.
+
+    Returns
+    -------
+    dict
+        The metrics history and the final test metrics.
+    """
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.h5"
+    x_train, y_train = train_data
+    x_test, y_test = test_data
+    input_shape = tuple(np.shape(x_train)[1:])
+    if resume:
+        ck = load_checkpoint(ckpt_path)
+        if ck.dataset_checksum != dataset_checksum:
+            raise ValueError(f"{ckpt_path}: the checkpoint was trained on other data (checksum differs)")
+        stored = json.loads(ck.config.to_json())
+        given = json.loads(config.to_json())
+        stored.pop("epochs")
+        given.pop("epochs")
+        if stored != given:
+            diff = sorted(k for k in stored if stored[k] != given.get(k))
+            raise ValueError(f"{ckpt_path}: configuration differs from the checkpoint in {diff}")
+        net, start, history = ck.network, ck.epoch, ck.history
+        opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+        if ck.optim_state is not None:
+            opt.load_state(ck.optim_state)
+        log(f"resuming {ckpt_path} after epoch {start}")
+    else:
+        net = build_network(config, n_classes, input_shape)
+        gains = init_gains(net, encode_images(x_train[:INIT_SAMPLES], config), config.avg_spike_init)
+        log("initial gains: " + ", ".join(f"{g:.3g}" for g in gains))
+        opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+        start, history = 0, []
+    from tqdm.auto import tqdm
+
+    n = len(y_train)
+    for epoch in range(start, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(n)
+        opt.lr = cosine_lr(config.lr, epoch, config.epochs)
+        t0 = time.perf_counter()
+        tot = {"loss": 0.0, "correct": 0, "n": 0, "windows": 0, "dropped": 0, "clamped": 0}
+        spikes = np.zeros(len(net.layers))
+        fired = [np.zeros(layer.n_out, dtype=bool) for layer in net.layers]
+        bar = tqdm(range(0, n, config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress, leave=False)
+        for a in bar:
+            idx = order[a:a + config.batch_size]
+            st = train_step(net, opt, x_train[idx], y_train[idx], config)
+            tot["loss"] += st.loss
+            tot["correct"] += st.correct
+            tot["n"] += st.n
+            tot["windows"] += st.n_windows
+            tot["dropped"] += st.n_dropped
+            tot["clamped"] += st.n_clamped
+            spikes += st.spikes
+            for f_acc, f in zip(fired, st.fired):
+                f_acc |= f
+            bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.4f}", acc=f"{tot['correct'] / tot['n']:.4f}",
+                            rate=f"{spikes[0] / tot['n'] / net.layers[0].n_out:.2f}")
+        train_time = time.perf_counter() - t0
+        test = evaluate(net, x_test, y_test, config, progress=progress)
+        sizes = [layer.n_out for layer in net.layers]
+        entry = {
+            "epoch": epoch + 1,
+            "lr": opt.lr,
+            "train_loss": tot["loss"] / tot["n"],
+            "train_accuracy": tot["correct"] / tot["n"],
+            "test_accuracy": test["accuracy"],
+            "time_to_decision": test["time_to_decision"],
+            "epoch_seconds": train_time,
+            "spikes_per_neuron": [float(s / tot["n"] / k) for s, k in zip(spikes, sizes)],
+            "silent_neurons": [int(np.count_nonzero(~f)) for f in fired],
+            "windows_dropped": tot["dropped"] / max(tot["windows"], 1),
+            "windows_clamped": tot["clamped"] / max(tot["windows"], 1),
+        }
+        history.append(entry)
+        for l, f in enumerate(fired):
+            if not f.any():
+                warnings.warn(f"layer {l} emitted no spike in epoch {epoch + 1}: gradient is blocked there",
+                              SilentLayerWarning, stacklevel=2)
+        save_checkpoint(ckpt_path, config=config, network=net, epoch=epoch + 1, history=history,
+                        optim_state=opt.state(), dataset_checksum=dataset_checksum,
+                        rng_state=rng.bit_generator.state)
+        _write_json_atomic(out_dir / "metrics.json", {"config": json.loads(config.to_json()),
+                                                      "history": history})
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}  "
+            f"train acc {entry['train_accuracy']:.4f}  test acc {entry['test_accuracy']:.4f}  "
+            f"spikes/neuron {' '.join(f'{r:.2f}' for r in entry['spikes_per_neuron'])}  "
+            f"silent {entry['silent_neurons']}  dropped {entry['windows_dropped']:.3%}  "
+            f"clamped {entry['windows_clamped']:.3%}  {train_time:.1f} s")
+    return {"history": history, "network": net, "config": config}
