@@ -150,7 +150,7 @@ def train(dataset, out, resume, data_dir, quiet, **opts):
     Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
     """
     from eventsnn.checkpoint import load_checkpoint
-    from eventsnn.datasets import dataset_checksum
+    from eventsnn.datasets import dataset_checksum, dataset_info
     from eventsnn.train import train as run_training
 
     ctx = click.get_current_context()
@@ -186,7 +186,7 @@ def train(dataset, out, resume, data_dir, quiet, **opts):
     x_train, y_train = _load_split(config.dataset, "train", data_dir, config.limit_train)
     x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test)
     checksum = dataset_checksum(config.dataset, data_dir)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    n_classes = dataset_info(config.dataset).n_classes
     click.echo(f"eventsnn {__version__}: training {config.arch} on {config.dataset} "
                f"({len(y_train)} train / {len(y_test)} test images) -> {out_dir}")
     try:
@@ -232,6 +232,37 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet):
     click.echo(f"mean time to decision: {ttd:.3f} (model time units)" if ttd is not None
                else "mean time to decision: no output spike")
     click.echo("spikes per inference per layer: " + ", ".join(f"{s:.1f}" for s in res["spikes_per_inference"]))
+
+
+# ------------------------------------------------------------------------------ plot
+@main.group(cls=EventsnnGroup)
+def plot():
+    """Figures: training curves."""
+
+
+@plot.command("curves")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output PNG.")
+@click.option("--label", "labels", multiple=True, help="Legend label per run (default: directory name).")
+@click.option("--title", default="Training curves")
+def plot_curves(runs, out, labels, title):
+    """Loss and accuracy per epoch of one or more RUNS (run directories or metrics.json files)."""
+    from eventsnn.plot import plot_training_curves
+
+    if labels and len(labels) != len(runs):
+        raise click.UsageError(f"--label given {len(labels)} times for {len(runs)} runs")
+    data = {}
+    for k, run in enumerate(runs):
+        path = run / "metrics.json" if run.is_dir() else run
+        try:
+            hist = json.loads(path.read_text())["history"]
+        except FileNotFoundError:
+            raise click.UsageError(f"{path}: no such metrics file") from None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise click.UsageError(f"{path}: not an eventsnn metrics.json") from None
+        data[labels[k] if labels else (run.name if run.is_dir() else run.parent.name)] = hist
+    click.echo(f"wrote {plot_training_curves(data, out, title=title)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

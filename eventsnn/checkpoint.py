@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from .config import TrainConfig
 from .io import atomic_h5

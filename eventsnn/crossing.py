@@ -1,28 +1,32 @@
 """Exact first threshold crossing of the SRM potential between two input events.
 
-Between two consecutive input events the potential of Eq. 1, written relative
-to the time t0 of the last event (d = t - t0 >= 0), is::
+State. Between two consecutive input events the potential of Eq. 1, written
+relative to the time t0 of the last event (d = t - t0 >= 0), is::
 
-    u(d) = P exp(-d/tau_m) - Q exp(-d/tau_s)
-    P = A sum_m c_m exp(-(t0 - t_m)/tau_m),  Q = A sum_m c_m exp(-(t0 - t_m)/tau_s)
+    u(d) = V exp(-d/tau_m) + R eps(d)
+    V = u(t0) = sum_m c_m eps(t0 - t_m),     R = sum_m c_m exp(-(t0 - t_m)/tau_s)
 
-with efficacies c_m = w a_m and A = tau_m/(tau_m - tau_s). The state (P, Q)
-only ever decays (factors exp(-d/tau) <= 1), so nothing overflows however long
-the simulation runs. An input event at t0 adds A c to both P and Q.
+with efficacies c_m = w a_m. V is the potential, R the synaptic trace. An input
+event of efficacy c at t0 adds c to R (V is unchanged since eps(0) = 0); moving
+on by L gives V <- V exp(-L/tau_m) + R eps(L), R <- R exp(-L/tau_s). Nothing
+grows (all factors are <= 1 or bounded), so nothing overflows however long the
+simulation runs; eps is evaluated with expm1 (see :mod:`eventsnn.kernels`), so
+the state keeps full precision even for close time constants (where the
+equivalent form P e^{-d/tau_m} - Q e^{-d/tau_s} would cancel).
 
-u'(d) = -P/tau_m exp(-d/tau_m) + Q/tau_s exp(-d/tau_s) vanishes at most once::
+Critical point. u'(d) = -V/tau_m exp(-d/tau_m) + R eps'(d) vanishes at most
+once; with P = V + A R, Q = A R (A = tau_m/(tau_m - tau_s))::
 
-    d* = ln(P tau_s / (Q tau_m)) / (1/tau_m - 1/tau_s)     (when P Q > 0)
+    d* = [log1p(V/(A R)) + log1p((tau_s - tau_m)/tau_m)] / ((tau_s - tau_m)/(tau_m tau_s))
 
 so on (0, L] the potential is monotone on [0, d*] and on [d*, L]. The first
 crossing of theta is bracketed exactly by these ends (a maximum that touches
 the threshold between events is never missed) and solved by a safeguarded
-Newton/bisection iteration (Newton steps that leave the bracket are replaced by
-bisection) to a relative tolerance ``rtol`` of the absolute time.
+Newton iteration from the secant point (Newton steps that leave the bracket are
+replaced by bisection) to a relative tolerance ``rtol`` of the absolute time.
 
-These are scalar ``numba.njit`` routines taking floats only; the CPU engines
-call them per neuron and interval, and the GPU kernels compile the same
-functions as device functions, so the backends cannot drift.
+These are scalar ``numba.njit`` routines taking floats only; every engine calls
+the same functions, so engines and backends cannot drift.
 """
 
 from __future__ import annotations
@@ -40,19 +44,46 @@ NO_CROSSING = -1.0
 
 
 @njit(cache=True)
-def _u(P, Q, d, tau_m, tau_s):
-    """Potential u(d) = P e^{-d/tau_m} - Q e^{-d/tau_s}."""
-    return P * math.exp(-d / tau_m) - Q * math.exp(-d / tau_s)
+def _u_du(V, R, d, tau_m, tau_s):
+    """(u(d), u'(d)) of the state (V, R), with two transcendental calls."""
+    slow = max(tau_m, tau_s)
+    fast = min(tau_m, tau_s)
+    delta = (slow - fast) / (slow * fast)
+    abs_a = tau_m / abs(tau_m - tau_s)
+    e_slow = math.exp(-d / slow)
+    x = math.expm1(-d * delta)
+    e_m = e_slow if tau_m >= tau_s else e_slow * (1.0 + x)
+    eps = -abs_a * e_slow * x
+    deps = e_slow * (1.0 / tau_s + abs_a / fast * x)
+    return V * e_m + R * eps, -V / tau_m * e_m + R * deps
 
 
 @njit(cache=True)
-def _du(P, Q, d, tau_m, tau_s):
-    """Slope u'(d) = -P/tau_m e^{-d/tau_m} + Q/tau_s e^{-d/tau_s}."""
-    return -P / tau_m * math.exp(-d / tau_m) + Q / tau_s * math.exp(-d / tau_s)
+def _u(V, R, d, tau_m, tau_s):
+    """Potential u(d) = V e^{-d/tau_m} + R eps(d)."""
+    return _u_du(V, R, d, tau_m, tau_s)[0]
 
 
 @njit(cache=True)
-def _solve_bracket(P, Q, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter):
+def _du(V, R, d, tau_m, tau_s):
+    """Slope u'(d) = -V/tau_m e^{-d/tau_m} + R eps'(d)."""
+    return _u_du(V, R, d, tau_m, tau_s)[1]
+
+
+@njit(cache=True)
+def _critical_point(V, R, tau_m, tau_s):
+    """The d where u'(d) = 0, or -1.0 when there is none."""
+    if R == 0.0:
+        return -1.0
+    a = tau_m / (tau_m - tau_s)
+    r = V / (a * R)
+    if r <= -1.0:
+        return -1.0
+    return (math.log1p(r) + math.log1p((tau_s - tau_m) / tau_m)) / ((tau_s - tau_m) / (tau_m * tau_s))
+
+
+@njit(cache=True)
+def _solve_bracket(V, R, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter):
     """Root of u(d) = theta in (lo, hi], given u increasing on [lo, hi] with
     u(lo) = u_lo < theta <= u(hi) = u_hi. Starts from the secant point, then
     safeguarded Newton: a Newton step that leaves the current bracket is
@@ -64,9 +95,8 @@ def _solve_bracket(P, Q, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter)
         if not (x > lo and x < hi):
             x = hi
     for _ in range(max_iter):
-        e_m = math.exp(-x / tau_m)
-        e_s = math.exp(-x / tau_s)
-        fx = P * e_m - Q * e_s - theta
+        ux, dux = _u_du(V, R, x, tau_m, tau_s)
+        fx = ux - theta
         if fx == 0.0:
             return x
         if fx > 0.0:
@@ -75,10 +105,9 @@ def _solve_bracket(P, Q, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter)
             lo = x
         if hi - lo <= tol:
             return hi
-        dfx = -P / tau_m * e_m + Q / tau_s * e_s
         xn = 0.5 * (lo + hi)
-        if dfx > 0.0:
-            xnewton = x - fx / dfx
+        if dux > 0.0:
+            xnewton = x - fx / dux
             if xnewton > lo and xnewton < hi:
                 if abs(xnewton - x) <= tol:
                     return xnewton
@@ -88,22 +117,22 @@ def _solve_bracket(P, Q, lo, hi, u_lo, u_hi, tau_m, tau_s, theta, tol, max_iter)
 
 
 @njit(cache=True)
-def _first_crossing(P, Q, L, em_L, es_L, tau_m, tau_s, theta, t0, rtol, max_iter):
+def _first_crossing(V, R, L, em_L, eps_L, deps_L, tau_m, tau_s, theta, t0, rtol, max_iter):
     """First time d in (0, L] at which u(d) reaches ``theta``, or ``NO_CROSSING``.
 
     Parameters
     ----------
-    P, Q : float
-        State at the start of the interval (see module docstring); u(0) = P - Q
-        is assumed below threshold.
+    V, R : float
+        State at the start of the interval (see module docstring); u(0) = V is
+        assumed below threshold.
     L : float
         Length of the interval (> 0).
-    em_L, es_L : float
-        exp(-L/tau_m), exp(-L/tau_s), shared by all neurons of a layer.
+    em_L, eps_L, deps_L : float
+        exp(-L/tau_m), eps(L), eps'(L): shared by all neurons of a layer.
     tau_m, tau_s, theta : float
     t0 : float
         Absolute time of the interval start; the tolerance is
-        ``rtol * max(|t0 + L|, 1)``.
+        ``rtol * max(|t0| + L, 1)``.
     rtol : float
     max_iter : int
 
@@ -114,36 +143,28 @@ def _first_crossing(P, Q, L, em_L, es_L, tau_m, tau_s, theta, t0, rtol, max_iter
     """
     if L <= 0.0:
         return NO_CROSSING
-    if P == 0.0 and Q == 0.0:
+    if V == 0.0 and R == 0.0:
         return NO_CROSSING
-    uL = P * em_L - Q * es_L
-    du0 = -P / tau_m + Q / tau_s
-    duL = -P / tau_m * em_L + Q / tau_s * es_L
+    uL = V * em_L + R * eps_L
+    du0 = R / tau_s - V / tau_m
+    duL = R * deps_L - V / tau_m * em_L
     interior_max = du0 > 0.0 and duL < 0.0
     if uL < theta and not interior_max:
         return NO_CROSSING
     tol = rtol * max(abs(t0) + L, 1.0)
     if interior_max:
-        dstar = math.log(P * tau_s / (Q * tau_m)) / (1.0 / tau_m - 1.0 / tau_s)
-        if dstar <= 0.0:
-            dstar = 0.0
-        elif dstar > L:
-            dstar = L
-        ustar = _u(P, Q, dstar, tau_m, tau_s)
+        dstar = min(max(_critical_point(V, R, tau_m, tau_s), 0.0), L)
+        ustar = _u(V, R, dstar, tau_m, tau_s)
         if ustar >= theta:
-            return _solve_bracket(P, Q, 0.0, dstar, P - Q, ustar, tau_m, tau_s, theta, tol, max_iter)
+            return _solve_bracket(V, R, 0.0, dstar, V, ustar, tau_m, tau_s, theta, tol, max_iter)
         if uL >= theta:
             # u decreases after d* and cannot come back up: unreachable in exact
             # arithmetic; kept as a safe branch for rounding at the ends.
-            return _solve_bracket(P, Q, dstar, L, ustar, uL, tau_m, tau_s, theta, tol, max_iter)
+            return _solve_bracket(V, R, dstar, L, ustar, uL, tau_m, tau_s, theta, tol, max_iter)
         return NO_CROSSING
-    # monotone increasing on (0, L], or a minimum inside followed by a rise to uL >= theta
     if du0 < 0.0 and duL > 0.0:
-        dstar = math.log(P * tau_s / (Q * tau_m)) / (1.0 / tau_m - 1.0 / tau_s)
-        if dstar < 0.0:
-            dstar = 0.0
-        elif dstar > L:
-            dstar = L
-        return _solve_bracket(P, Q, dstar, L, _u(P, Q, dstar, tau_m, tau_s), uL, tau_m, tau_s,
+        # a minimum inside, then a rise to uL >= theta
+        dstar = min(max(_critical_point(V, R, tau_m, tau_s), 0.0), L)
+        return _solve_bracket(V, R, dstar, L, _u(V, R, dstar, tau_m, tau_s), uL, tau_m, tau_s,
                               theta, tol, max_iter)
-    return _solve_bracket(P, Q, 0.0, L, P - Q, uL, tau_m, tau_s, theta, tol, max_iter)
+    return _solve_bracket(V, R, 0.0, L, V, uL, tau_m, tau_s, theta, tol, max_iter)

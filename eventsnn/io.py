@@ -28,34 +28,58 @@ class FileFormatError(ValueError):
     """A file exists but is not a valid eventsnn file (corrupt, truncated or foreign)."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_h5(path, mode: str = "w"):
-    """Open a new HDF5 file for writing that replaces ``path`` only when the block succeeds.
+def atomic_write(path):
+    """Open a temporary file next to ``path``; on success move it onto ``path``.
+
+    The temporary file lives in the same folder (so :func:`os.replace` is
+    atomic), gets the usual mode (``0o666`` less the umask), is flushed and
+    fsynced, then renamed. If the body raises, the temporary file is deleted
+    and ``path`` is left untouched.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Target file. Its directory must exist and be writable.
+        Final file name. Its folder is created if needed.
 
     Yields
     ------
-    h5py.File
-        Open for writing; closed, fsynced and renamed to ``path`` on success,
-        deleted on error.
+    file object
+        Binary file opened for writing.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with h5py.File(tmp, mode) as f:
-            yield f
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+            yield fh
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_h5(path):
+    """A new HDF5 file that replaces ``path`` only when the block succeeds (see :func:`atomic_write`).
+
+    Yields
+    ------
+    h5py.File
+        Open for writing.
+    """
+    with atomic_write(path) as fh, h5py.File(fh, "w") as f:
+        yield f
 
 
 def write_spike_trains(group: h5py.Group, trains: SpikeTrains) -> None:

@@ -17,8 +17,13 @@ Backward kernels h(s) of Eq. 12:
 The ``_name`` functions are scalar ``numba.njit`` routines used inside the
 compiled engines; :func:`eps`, :func:`deps` and :func:`h` are their vectorised
 public twins for numpy arrays. All arithmetic is float64. ``eps`` is evaluated
-as ``-A exp(-s/tau_m) expm1(-s (1/tau_s - 1/tau_m))`` so that it keeps full
-relative precision for small s and for close time constants.
+as follows so that it keeps full
+relative precision for small s and for close time constants:
+with tau_slow = max(tau_m, tau_s), tau_fast = min(tau_m, tau_s) and
+delta = (tau_slow - tau_fast)/(tau_slow tau_fast)::
+
+    eps(s)  = -|A| exp(-s/tau_slow) expm1(-s delta)
+    deps(s) = exp(-s/tau_slow) (1/tau_s + |A|/tau_fast expm1(-s delta))
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ def _eps(s, tau_m, tau_s):
     """eps(s) for one float s (0 for s < 0)."""
     if s < 0.0:
         return 0.0
-    a = tau_m / (tau_m - tau_s)
-    return -a * math.exp(-s / tau_m) * math.expm1(-s * (1.0 / tau_s - 1.0 / tau_m))
+    slow = max(tau_m, tau_s)
+    fast = min(tau_m, tau_s)
+    delta = (slow - fast) / (slow * fast)
+    abs_a = tau_m / abs(tau_m - tau_s)
+    return -abs_a * math.exp(-s / slow) * math.expm1(-s * delta)
 
 
 @njit(cache=True)
@@ -48,8 +56,11 @@ def _deps(s, tau_m, tau_s):
     """d eps / ds for one float s (0 for s < 0; the right derivative at s = 0)."""
     if s < 0.0:
         return 0.0
-    a = tau_m / (tau_m - tau_s)
-    return a * (math.exp(-s / tau_s) / tau_s - math.exp(-s / tau_m) / tau_m)
+    slow = max(tau_m, tau_s)
+    fast = min(tau_m, tau_s)
+    delta = (slow - fast) / (slow * fast)
+    abs_a = tau_m / abs(tau_m - tau_s)
+    return math.exp(-s / slow) * (1.0 / tau_s + abs_a / fast * math.expm1(-s * delta))
 
 
 @njit(cache=True)
@@ -105,7 +116,7 @@ def eps(s, tau_m: float = 5.0, tau_s: float = 3.0) -> np.ndarray:
     arr = _as_times(s)
     out = np.empty_like(arr)
     _eps_array(arr, p.tau_m, p.tau_s, out)
-    return out
+    return out.reshape(np.shape(s))
 
 
 def deps(s, tau_m: float = 5.0, tau_s: float = 3.0) -> np.ndarray:
@@ -117,7 +128,7 @@ def deps(s, tau_m: float = 5.0, tau_s: float = 3.0) -> np.ndarray:
     arr = _as_times(s)
     out = np.empty_like(arr)
     _deps_array(arr, p.tau_m, p.tau_s, out)
-    return out
+    return out.reshape(np.shape(s))
 
 
 def h(s, kernel: str = "exp", *, tau_m: float = 5.0, tau_s: float = 3.0, tau_grad: float = 2.5):
@@ -139,4 +150,4 @@ def h(s, kernel: str = "exp", *, tau_m: float = 5.0, tau_s: float = 3.0, tau_gra
     arr = _as_times(s)
     out = np.empty_like(arr)
     _h_array(arr, kernel_code(kernel), p.tau_m, p.tau_s, g.tau_grad, out)
-    return out
+    return out.reshape(np.shape(s))

@@ -100,6 +100,7 @@ class LayerRecord:
     engine: DenseRecord
     w_hat: np.ndarray | None
     inv_std: np.ndarray | None
+    gain: np.ndarray | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,10 +188,12 @@ class DenseLayer:
             raise ValueError(f"layer expects {self.n_in} inputs, got events from {inputs.n_neurons} neurons")
         if self.weight_norm:
             w_eff, w_hat, inv_std = standardise(self._weight, self.gain, self.offset)
+            gain = self.gain.copy()
         else:
-            w_eff, w_hat, inv_std = self._weight, None, None
+            # a copy: the record must not change when the parameters are updated in place
+            w_eff, w_hat, inv_std, gain = self._weight.copy(), None, None, None
         out, rec = dense_forward(inputs, w_eff, params, t_end)
-        return out, LayerRecord(rec, w_hat, inv_std)
+        return out, LayerRecord(rec, w_hat, inv_std, gain)
 
     def backward(self, record: LayerRecord, grad_out, grad_params: GradParams, *,
                  need_input_grad: bool = True, forced: ForcedSpikes | None = None) -> LayerGrads:
@@ -203,7 +206,7 @@ class DenseLayer:
         if record.w_hat is None:
             return LayerGrads(raw.d_weight, None, None, raw.d_times, raw.d_amplitudes, raw)
         d_w, d_gain, d_offset = standardise_backward(raw.d_weight, record.w_hat, record.inv_std,
-                                                     self.gain)
+                                                     record.gain)
         return LayerGrads(d_w, d_gain, d_offset, raw.d_times, raw.d_amplitudes, raw)
 
     def __repr__(self) -> str:

@@ -67,7 +67,7 @@ def neuron_spike_times(in_times, in_weights, *, tau_m: float, tau_s: float,
     Examples
     --------
     >>> neuron_spike_times([0.0], [3.0], tau_m=5.0, tau_s=3.0, threshold=1.0, t_end=10.0)
-    array([0.8...])
+    array([1.48244149])
     """
     params = NeuronParams(tau_m, tau_s, threshold)
     t, w = _check_inputs(in_times, in_weights)

@@ -157,6 +157,9 @@ class SpikeTrains:
     def select(self, samples) -> "SpikeTrains":
         """A new batch made of the given samples, in the given order."""
         idx = np.asarray(samples, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -self.n_samples or idx.max() >= self.n_samples):
+            raise IndexError(f"sample index out of range for {self.n_samples} samples")
+        idx = idx % max(self.n_samples, 1)
         starts, stops = self.offsets[idx], self.offsets[idx + 1]
         counts = stops - starts
         offsets = np.zeros(idx.size + 1, dtype=np.int64)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import encode
+from .io import atomic_write
 from .checkpoint import build_network, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .loss import count_loss, readout
@@ -192,9 +193,8 @@ def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: i
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(data, indent=2).encode())
 
 
 def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checksum: str,

@@ -31,6 +31,7 @@ __all__ = [
     "DatasetInfo",
     "DownloadError",
     "dataset_checksum",
+    "dataset_info",
     "load_dataset",
     "load_mnist",
     "resolve_data_dir",
@@ -85,6 +86,11 @@ def load_dataset(
         See the dataset's loader.
     """
     return _info(name).load(split, data_dir, download=download)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of a dataset (classes, input shape, splits); ValueError if unknown."""
+    return _info(name)
 
 
 def dataset_checksum(name: str, data_dir: str | os.PathLike | None = None) -> str:

@@ -605,4 +605,6 @@ INFO = store.DatasetInfo(
     splits=tuple(SPLITS),
     load=load_mnist,
     checksum=mnist_checksum,
+    n_classes=10,
+    input_shape=(28, 28),
 )

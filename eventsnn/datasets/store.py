@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 import pooch
 
+from ..io import atomic_write
+
 __all__ = [
     "ENV_VAR",
     "DatasetError",
@@ -282,47 +284,6 @@ def combined_checksum(
 # ---------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator:
-    """Open a temporary file next to `path`; on success move it onto `path`.
-
-    The temporary file lives in the same folder (so :func:`os.replace` is
-    atomic), gets the usual mode (``0o666`` less the umask), is flushed and
-    fsynced, then renamed. If the body raises, the temporary file is deleted
-    and `path` is left untouched.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Final file name. Its folder is created if needed.
-
-    Yields
-    ------
-    file object
-        Binary file opened for writing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------
@@ -611,6 +572,10 @@ class DatasetInfo:
     checksum : callable
         ``checksum(data_dir=None) -> str``, see
         :func:`eventsnn.datasets.dataset_checksum`.
+    n_classes : int
+        Number of classes (size of a classifier's output layer).
+    input_shape : tuple of int
+        Shape of one sample.
     """
 
     name: str
@@ -618,3 +583,5 @@ class DatasetInfo:
     splits: tuple[str, ...]
     load: Callable
     checksum: Callable
+    n_classes: int
+    input_shape: tuple

@@ -27,12 +27,13 @@ exactly at the spike time and is forgotten).
 
 State of a neuron
 -----------------
-Each neuron carries (P, Q, t_ref) with::
+Each neuron carries (V, R, t_ref), its potential and synaptic trace at t_ref
+(see :mod:`eventsnn.crossing`), with::
 
-    u(t) = P exp(-(t - t_ref)/tau_m) - Q exp(-(t - t_ref)/tau_s)     for t >= t_ref
+    u(t) = V exp(-(t - t_ref)/tau_m) + R eps(t - t_ref)     for t >= t_ref
 
-An input of efficacy c at time t decays P and Q to t (``t_ref <- t``) and adds
-``A c`` to both. A spike at t_k sets ``P = Q = 0, t_ref = t_k``. Between two
+An input of efficacy c at time t moves the state to t (``t_ref <- t``) and adds
+c to R. A spike at t_k sets ``V = R = 0, t_ref = t_k``. Between two
 inputs the potential has at most one critical point, so its first crossing of
 theta on (t_ref, t_end] is found exactly by
 :func:`eventsnn.crossing._first_crossing` (bracketed by the ends and the
@@ -48,7 +49,7 @@ time, are merged with it. Repeatedly take the earliest event:
   stale (the neuron received an input since) and is dropped;
 * a valid predicted spike of neuron k at t_k is emitted; neuron k is reset and
   the spike is delivered at t_k to the targets of k: each target is decayed to
-  t_k, receives ``A w`` in P and Q and is re-predicted (its version is bumped,
+  t_k, receives ``w`` in R and is re-predicted (its version is bumped,
   which invalidates its previous prediction). Only these targets are touched;
 * an external input time t: all external events at exactly t are applied
   together (efficacies summed per target neuron) and each touched neuron is
@@ -92,6 +93,7 @@ import numpy as np
 from numba import njit
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _first_crossing
+from ..kernels import _deps, _eps
 from ..params import NeuronParams
 from ..spikes import SpikeTrains
 
@@ -104,26 +106,27 @@ _STATUS_MAX_SPIKES = 1
 # compiled kernels
 # ----------------------------------------------------------------------------------
 @njit(cache=True)
-def _decay_to(j, t, P, Q, t_ref, tau_m, tau_s):
+def _decay_to(j, t, V, R, t_ref, tau_m, tau_s):
     """Move the state of neuron j to time t >= t_ref[j]."""
     dt = t - t_ref[j]
     if dt > 0.0:
-        if P[j] != 0.0 or Q[j] != 0.0:
-            P[j] *= math.exp(-dt / tau_m)
-            Q[j] *= math.exp(-dt / tau_s)
+        if V[j] != 0.0 or R[j] != 0.0:
+            V[j] = V[j] * math.exp(-dt / tau_m) + R[j] * _eps(dt, tau_m, tau_s)
+            R[j] *= math.exp(-dt / tau_s)
         t_ref[j] = t
 
 
 @njit(cache=True)
-def _predict(j, heap, P, Q, t_ref, version, pred, tau_m, tau_s, theta, t_end, rtol, max_iter):
+def _predict(j, heap, V, R, t_ref, version, pred, tau_m, tau_s, theta, t_end, rtol, max_iter):
     """Re-predict the next spike of neuron j from its state: bump its version
     (invalidating any earlier prediction) and push the new one, if any."""
     version[j] += 1
     pred[j] = np.inf
     L = t_end - t_ref[j]
-    if L <= 0.0 or (P[j] == 0.0 and Q[j] == 0.0):
+    if L <= 0.0 or (V[j] == 0.0 and R[j] == 0.0):
         return
-    d = _first_crossing(P[j], Q[j], L, math.exp(-L / tau_m), math.exp(-L / tau_s),
+    d = _first_crossing(V[j], R[j], L, math.exp(-L / tau_m), _eps(L, tau_m, tau_s),
+                        _deps(L, tau_m, tau_s),
                         tau_m, tau_s, theta, t_ref[j], rtol, max_iter)
     if d < 0.0:
         return
@@ -150,9 +153,10 @@ def _run_sample(ext_t, ext_src, ext_amp, in_ptr, in_tgt, in_w, rec_ptr, rec_tgt,
     -------
     times, neurons : the emitted spikes in emission order.
     status : ``_STATUS_OK`` or ``_STATUS_MAX_SPIKES``.
+    t_stop : time of the spike that exceeded ``max_spikes`` (``t_end`` if none).
     """
-    P = np.zeros(n)
-    Q = np.zeros(n)
+    V = np.zeros(n)
+    R = np.zeros(n)
     t_ref = np.zeros(n)
     t_last = np.full(n, -np.inf)  # time of the last spike
     version = np.zeros(n, dtype=np.int64)
@@ -181,7 +185,7 @@ def _run_sample(ext_t, ext_src, ext_amp, in_ptr, in_tgt, in_w, rec_ptr, rec_tgt,
             item = heapq.heappop(heap)
             k = item[1]
             if max_spikes >= 0 and n_out >= max_spikes:
-                return out_t[:n_out].copy(), out_n[:n_out].copy(), _STATUS_MAX_SPIKES
+                return out_t[:n_out].copy(), out_n[:n_out].copy(), _STATUS_MAX_SPIKES, ts
             if n_out == cap:
                 cap *= 2
                 nt = np.empty(cap)
@@ -193,8 +197,8 @@ def _run_sample(ext_t, ext_src, ext_amp, in_ptr, in_tgt, in_w, rec_ptr, rec_tgt,
             out_t[n_out] = ts
             out_n[n_out] = k
             n_out += 1
-            P[k] = 0.0
-            Q[k] = 0.0
+            V[k] = 0.0
+            R[k] = 0.0
             t_ref[k] = ts
             t_last[k] = ts
             version[k] += 1
@@ -203,11 +207,9 @@ def _run_sample(ext_t, ext_src, ext_amp, in_ptr, in_tgt, in_w, rec_ptr, rec_tgt,
                 j = rec_tgt[q]
                 if ts <= t_last[j] or pred[j] == ts:
                     continue  # j fires (or fired) at ts: the input is forgotten
-                _decay_to(j, ts, P, Q, t_ref, tau_m, tau_s)
-                c = A * rec_w[q]
-                P[j] += c
-                Q[j] += c
-                _predict(j, heap, P, Q, t_ref, version, pred, tau_m, tau_s, theta, t_end,
+                _decay_to(j, ts, V, R, t_ref, tau_m, tau_s)
+                R[j] += rec_w[q]
+                _predict(j, heap, V, R, t_ref, version, pred, tau_m, tau_s, theta, t_end,
                          rtol, max_iter)
         else:
             # ---- all external events at time te, efficacies summed per target
@@ -229,13 +231,11 @@ def _run_sample(ext_t, ext_src, ext_amp, in_ptr, in_tgt, in_w, rec_ptr, rec_tgt,
                 j = touched[r]
                 if te <= t_last[j]:
                     continue  # input exactly at a spike time: forgotten
-                _decay_to(j, te, P, Q, t_ref, tau_m, tau_s)
-                c = A * acc[j]
-                P[j] += c
-                Q[j] += c
-                _predict(j, heap, P, Q, t_ref, version, pred, tau_m, tau_s, theta, t_end,
+                _decay_to(j, te, V, R, t_ref, tau_m, tau_s)
+                R[j] += acc[j]
+                _predict(j, heap, V, R, t_ref, version, pred, tau_m, tau_s, theta, t_end,
                          rtol, max_iter)
-    return out_t[:n_out].copy(), out_n[:n_out].copy(), _STATUS_OK
+    return out_t[:n_out].copy(), out_n[:n_out].copy(), _STATUS_OK, t_end
 
 
 # ----------------------------------------------------------------------------------
@@ -369,15 +369,15 @@ def run_network(weights_in, weights_rec, inputs: SpikeTrains, params: NeuronPara
         stop = int(np.searchsorted(times, t_end, side="right"))  # drop events after t_end
         if n == 0:
             continue
-        t_s, n_s, status = _run_sample(
+        t_s, n_s, status, t_stop = _run_sample(
             times[:stop], inputs.neurons[a:a + stop], inputs.amplitudes[a:a + stop],
             in_ptr, in_tgt, in_w, rec_ptr, rec_tgt, rec_w, n, params.amplitude,
             params.tau_m, params.tau_s, params.threshold, t_end, rtol, int(max_iter), budget,
         )
         if status == _STATUS_MAX_SPIKES:
             raise RuntimeError(
-                f"sample {s} exceeded max_spikes={max_spikes} spikes before t={t_s[-1] if t_s.size else 0.0:.6g} "
-                f"(t_end={t_end}); the network has runaway activity (strong recurrent "
+                f"sample {s} exceeded max_spikes={max_spikes}: spike number {max_spikes + 1} "
+                f"at t={t_stop:.9g} (t_end={t_end:.9g}); runaway activity (strong recurrent "
                 "excitation?): lower the weights, shorten t_end or raise max_spikes"
             )
         order = np.lexsort((n_s, t_s))

@@ -5,8 +5,8 @@ by *distinct* time (events at identical times, e.g. the T current impulses of
 an image, form one group). Each sample is swept through its groups in time
 order, all neurons of the layer side by side:
 
-1. the group's input is added to every neuron's state (P, Q) of
-   :mod:`eventsnn.crossing` -- on the *dense* path (many events per group, e.g.
+1. the group's input is added to every neuron's synaptic trace R (state
+   (V, R) of :mod:`eventsnn.crossing`) -- on the *dense* path (many events per group, e.g.
    an image) from input currents I = X W^T computed by one BLAS product per
    distinct group content; on the *sparse* path (hidden-layer spikes) event by
    event, each event adding A a_m W[:, j_m] to the states (a contiguous,
@@ -51,7 +51,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _du, _first_crossing
-from ..kernels import KERNEL_EXP
+from ..kernels import KERNEL_EXP, deps, eps
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 
@@ -67,27 +67,31 @@ PLANNED_SPIKES_PER_NEURON = 4
 # forward kernels
 # ----------------------------------------------------------------------------------
 @njit(cache=True)
-def _sweep_interval(P, Q, skip, wstart, cand, g, g_end, group_times, interval_len, em, es,
-                    tau_m, tau_s, theta, t_end, rtol, max_iter,
+def _sweep_interval(V, R, skip, wstart, cand, g, g_end, group_times, interval_len, em, es,
+                    eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
                     o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n):
     """Interval (t_g, t_g + L_g] for all neurons of one sample: screen, solve, reset, decay.
 
-    P, Q, wstart, cand : 1-D state/workspace rows of the sample (n_out,).
+    V, R : 1-D state rows of the sample (n_out,): potential and synaptic trace
+        (see :mod:`eventsnn.crossing`).
+    wstart, cand : 1-D workspace rows: first window group, candidate flag.
     skip : 1-D bool row; set for neurons whose spike falls exactly on the next
         group time (that group's inputs are forgotten).
     Returns the updated spike count ``n`` of the sample (writes only below ``cap``).
     """
-    n_out = P.size
+    n_out = V.size
     L = interval_len[g]
     emg = em[g]
     esg = es[g]
+    epsg = eps_l[g]
+    depsg = deps_l[g]
     rm = 1.0 / tau_m
     rs = 1.0 / tau_s
     n_cand = 0
     for i in range(n_out):
-        p = P[i]
-        q = Q[i]
-        c = (p * emg - q * esg >= theta) or ((q * rs - p * rm > 0.0) and (q * rs * esg - p * rm * emg < 0.0))
+        v = V[i]
+        r = R[i]
+        c = (v * emg + r * epsg >= theta) or ((r * rs - v * rm > 0.0) and (r * depsg - v * rm * emg < 0.0))
         cand[i] = c
         n_cand += c
     if n_cand:
@@ -95,93 +99,93 @@ def _sweep_interval(P, Q, skip, wstart, cand, g, g_end, group_times, interval_le
         for i in range(n_out):
             if not cand[i]:
                 continue
-            d = _first_crossing(P[i], Q[i], L, emg, esg, tau_m, tau_s, theta, t0, rtol, max_iter)
+            d = _first_crossing(V[i], R[i], L, emg, epsg, depsg, tau_m, tau_s, theta, t0,
+                                rtol, max_iter)
             if d < 0.0:
                 continue
+            tk = t0 + d
+            t_next = group_times[g + 1] if g + 1 < g_end else t_end
             nxt = False
-            if d >= L:
+            if d >= L or tk >= t_next:
+                # the crossing lands on the end of the interval: a spike exactly at the
+                # next input time forgets that input (and never passes t_end)
                 d = L
-                if g + 1 < g_end:
-                    tk = group_times[g + 1]
-                    nxt = True
-                else:
-                    tk = t_end
-            else:
-                tk = t0 + d
+                tk = t_next
+                nxt = g + 1 < g_end
             if n < cap:
                 k = base + n
                 o_row[k] = g
                 o_neuron[k] = i
                 o_time[k] = tk
-                o_slope[k] = _du(P[i], Q[i], d, tau_m, tau_s)
+                o_slope[k] = _du(V[i], R[i], d, tau_m, tau_s)
                 o_wstart[k] = wstart[i]
             n += 1
             wstart[i] = g + 2 if nxt else g + 1
             skip[i] = nxt
-            P[i] = 0.0
-            Q[i] = 0.0
+            V[i] = 0.0
+            R[i] = 0.0
     for i in range(n_out):
-        P[i] *= emg
-        Q[i] *= esg
+        V[i] = V[i] * emg + R[i] * epsg
+        R[i] *= esg
     return n
 
 
 @njit(cache=True)
-def _forget_skipped(P, Q, skip):
+def _forget_skipped(V, R, skip):
     """Zero the state of neurons that spiked exactly at the current group time."""
-    for i in range(P.size):
+    for i in range(V.size):
         if skip[i]:
-            P[i] = 0.0
-            Q[i] = 0.0
+            V[i] = 0.0
+            R[i] = 0.0
             skip[i] = False
 
 
 @njit(cache=True, parallel=True)
-def _scan_dense(group_times, group_offsets, interval_len, em, es, currents, amp,
-                tau_m, tau_s, theta, t_end, rtol, max_iter, P, Q, skip, wstart, cand,
+def _scan_dense(group_times, group_offsets, interval_len, em, es, eps_l, deps_l, currents,
+                group_run, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R, skip, wstart, cand,
                 cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart):
-    """Forward of every sample, group inputs given as currents (n_groups, n_out)."""
+    """Forward of every sample; the input of group g is the row ``currents[group_run[g]]``
+    of the (n_runs, n_out) currents."""
     n_samples = group_offsets.size - 1
     n_out = currents.shape[1]
     for s in prange(n_samples):
         g0 = group_offsets[s]
         g1 = group_offsets[s + 1]
-        Ps, Qs, Ks, Ws, Cs = P[s], Q[s], skip[s], wstart[s], cand[s]
+        Vs, Rs, Ks, Ws, Cs = V[s], R[s], skip[s], wstart[s], cand[s]
         for i in range(n_out):
-            Ps[i] = 0.0
-            Qs[i] = 0.0
+            Vs[i] = 0.0
+            Rs[i] = 0.0
             Ks[i] = False
             Ws[i] = g0
         n = 0
         base = cap_offsets[s]
         cap = cap_offsets[s + 1] - base
         for g in range(g0, g1):
+            cur = currents[group_run[g]]
             for i in range(n_out):
-                c = amp * currents[g, i]
-                Ps[i] += c
-                Qs[i] += c
-            _forget_skipped(Ps, Qs, Ks)
-            n = _sweep_interval(Ps, Qs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
-                                tau_m, tau_s, theta, t_end, rtol, max_iter,
+                Rs[i] += cur[i]
+            _forget_skipped(Vs, Rs, Ks)
+            n = _sweep_interval(Vs, Rs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
+                                eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
                                 o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
         counts[s] = n
 
 
 @njit(cache=True, parallel=True)
 def _scan_sparse(group_times, group_offsets, group_event_offsets, event_neuron, event_amp, WT,
-                 interval_len, em, es, amp, tau_m, tau_s, theta, t_end, rtol, max_iter,
-                 P, Q, skip, wstart, cand, cap_offsets, counts,
+                 interval_len, em, es, eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
+                 V, R, skip, wstart, cand, cap_offsets, counts,
                  o_row, o_neuron, o_time, o_slope, o_wstart):
-    """Forward of every sample, adding each input event's weight column to the states."""
+    """Forward of every sample, adding each input event's weight column to the traces."""
     n_samples = group_offsets.size - 1
     n_out = WT.shape[1]
     for s in prange(n_samples):
         g0 = group_offsets[s]
         g1 = group_offsets[s + 1]
-        Ps, Qs, Ks, Ws, Cs = P[s], Q[s], skip[s], wstart[s], cand[s]
+        Vs, Rs, Ks, Ws, Cs = V[s], R[s], skip[s], wstart[s], cand[s]
         for i in range(n_out):
-            Ps[i] = 0.0
-            Qs[i] = 0.0
+            Vs[i] = 0.0
+            Rs[i] = 0.0
             Ks[i] = False
             Ws[i] = g0
         n = 0
@@ -189,15 +193,13 @@ def _scan_sparse(group_times, group_offsets, group_event_offsets, event_neuron, 
         cap = cap_offsets[s + 1] - base
         for g in range(g0, g1):
             for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
-                a = amp * event_amp[m]
+                a = event_amp[m]
                 row = WT[event_neuron[m]]
                 for i in range(n_out):
-                    c = a * row[i]
-                    Ps[i] += c
-                    Qs[i] += c
-            _forget_skipped(Ps, Qs, Ks)
-            n = _sweep_interval(Ps, Qs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
-                                tau_m, tau_s, theta, t_end, rtol, max_iter,
+                    Rs[i] += a * row[i]
+            _forget_skipped(Vs, Rs, Ks)
+            n = _sweep_interval(Vs, Rs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
+                                eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
                                 o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
         counts[s] = n
 
@@ -246,50 +248,57 @@ def _spike_factors(denom, slope, G, max_dt_du, drop_nonpositive):
 
 
 @njit(cache=True, parallel=True)
-def _backward_dense(group_times, group_offsets, em, es, eg, currents, out_sample, out_row,
-                    out_neuron, out_time, out_slope, out_wstart, grad, code, tau_m, tau_s,
-                    tau_grad, max_dt_du, drop_nonpositive, recompute_slope, min_slope,
-                    beta, gamma, flags):
-    """Dense path: add each spike's Eq. 12 shares into ``beta`` and Eq. 14 factors into
-    ``gamma`` (groups x neurons). Windows of the spikes of one call must be disjoint
-    per neuron. With ``recompute_slope`` (forced spikes) u'(t) is summed over the
-    window and raised to at least ``min_slope``. ``flags``: 1 dropped window,
-    2 denominator <= 0, 4 |dt/du| clamped."""
+def _backward_dense(group_times, group_offsets, em, es, eg, currents_t, group_run,
+                    neuron_offsets, by_neuron, out_sample, out_row, out_time, out_slope,
+                    out_wstart, grad, code, tau_m, tau_s, tau_grad, max_dt_du, drop_nonpositive,
+                    recompute_slope, min_slope, need_groups, gamma_run, beta_g, gamma_g, flags):
+    """Dense path (parallel over neurons): each spike's Eq. 14 factors G (-1/u') eps summed
+    per run of identical groups into ``gamma_run`` (n_out, n_runs); with ``need_groups``
+    also Eq. 12 shares G h / D into ``beta_g`` and the Eq. 14 factors into ``gamma_g``
+    (n_out, n_groups). ``currents_t`` is (n_out, n_runs). With ``recompute_slope``
+    (forced spikes) u'(t) is summed over the window and raised to at least
+    ``min_slope``. ``flags``: 1 dropped window, 2 denominator <= 0, 4 |dt/du| clamped."""
     a = tau_m / (tau_m - tau_s)
-    for k in prange(out_time.size):
-        s = out_sample[k]
-        i = out_neuron[k]
-        tk = out_time[k]
-        ws = out_wstart[k]
-        we = _window_end(group_times, group_offsets, s, out_row[k], tk)
-        if we <= ws:
-            flags[k] = 3
-            continue
-        lag = tk - group_times[we - 1]
-        e_m0 = math.exp(-lag / tau_m)
-        e_s0 = math.exp(-lag / tau_s)
-        e_g0 = math.exp(-lag / tau_grad)
-        denom = 0.0
-        du = 0.0
-        e_m, e_s, e_g = e_m0, e_s0, e_g0
-        for gg in range(we - 1, ws - 1, -1):
-            denom += currents[gg, i] * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-            du += currents[gg, i] * a * (e_s / tau_s - e_m / tau_m)
-            if gg > ws:
-                e_m *= em[gg - 1]
-                e_s *= es[gg - 1]
-                e_g *= eg[gg - 1]
-        slope = max(du, min_slope) if recompute_slope else out_slope[k]
-        f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
-        flags[k] = f
-        e_m, e_s, e_g = e_m0, e_s0, e_g0
-        for gg in range(we - 1, ws - 1, -1):
-            beta[gg, i] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-            gamma[gg, i] += wgt * a * (e_m - e_s)
-            if gg > ws:
-                e_m *= em[gg - 1]
-                e_s *= es[gg - 1]
-                e_g *= eg[gg - 1]
+    for i in prange(neuron_offsets.size - 1):
+        cur = currents_t[i]
+        for q in range(neuron_offsets[i], neuron_offsets[i + 1]):
+            k = by_neuron[q]
+            s = out_sample[k]
+            tk = out_time[k]
+            ws = out_wstart[k]
+            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
+            if we <= ws:
+                flags[k] = 3
+                continue
+            lag = tk - group_times[we - 1]
+            e_m0 = math.exp(-lag / tau_m)
+            e_s0 = math.exp(-lag / tau_s)
+            e_g0 = math.exp(-lag / tau_grad)
+            denom = 0.0
+            du = 0.0
+            e_m, e_s, e_g = e_m0, e_s0, e_g0
+            for gg in range(we - 1, ws - 1, -1):
+                c = cur[group_run[gg]]
+                denom += c * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                du += c * a * (e_s / tau_s - e_m / tau_m)
+                if gg > ws:
+                    e_m *= em[gg - 1]
+                    e_s *= es[gg - 1]
+                    e_g *= eg[gg - 1]
+            slope = max(du, min_slope) if recompute_slope else out_slope[k]
+            f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
+            flags[k] = f
+            e_m, e_s, e_g = e_m0, e_s0, e_g0
+            for gg in range(we - 1, ws - 1, -1):
+                ge = wgt * a * (e_m - e_s)
+                gamma_run[i, group_run[gg]] += ge
+                if need_groups:
+                    beta_g[i, gg] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                    gamma_g[i, gg] += ge
+                if gg > ws:
+                    e_m *= em[gg - 1]
+                    e_s *= es[gg - 1]
+                    e_g *= eg[gg - 1]
 
 
 @njit(cache=True, parallel=True)
@@ -387,16 +396,25 @@ def _backward_sparse_events(group_times, group_offsets, group_event_offsets, eve
 
 
 @njit(cache=True, parallel=True)
-def _event_dots(event_group, event_neuron, rows, WT, out):
-    """out[m] = sum_i rows[g_m, i] W[i, j_m] for every event m (dense path)."""
-    n_out = WT.shape[1]
-    for m in prange(event_group.size):
-        g = event_group[m]
-        j = event_neuron[m]
-        acc = 0.0
-        for i in range(n_out):
-            acc += rows[g, i] * WT[j, i]
-        out[m] = acc
+def _sort_spikes(cap_offsets, counts, o_row, o_time, take):
+    """Compact index of every sample's spikes, ordered by time; ties keep the kernel's
+    order (neuron index). Spikes of one sample come in interval order, so only the
+    spikes of one interval need sorting."""
+    out_offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    for s in range(counts.size):
+        out_offsets[s + 1] = out_offsets[s] + counts[s]
+    for s in prange(counts.size):
+        base = cap_offsets[s]
+        n = counts[s]
+        a = 0
+        while a < n:
+            b = a + 1
+            while b < n and o_row[base + b] == o_row[base + a]:
+                b += 1
+            order = np.argsort(o_time[base + a:base + b], kind="mergesort")
+            for q in range(b - a):
+                take[out_offsets[s] + a + q] = base + a + order[q]
+            a = b
 
 
 @njit(cache=True)
@@ -505,26 +523,25 @@ def group_events(inputs: SpikeTrains, t_end: float) -> EventGroups:
 
 
 def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):
-    """Dense path: input currents I (n_groups, n_out) = X W^T by BLAS.
+    """Dense path: input currents X W^T by BLAS, once per distinct group content.
 
     Consecutive groups with identical inputs (e.g. the T impulses of a static
-    image) share one row of X: the product is computed once per distinct row.
+    image) form a run and share one row of X.
 
     Returns
     -------
-    currents : ndarray of float64, shape (n_groups, n_out)
+    currents : ndarray of float64, shape (n_runs, n_out) — input current of each run.
     X : ndarray of float64, shape (n_runs, n_in) — the distinct rows of the group inputs.
-    run_starts : ndarray of int64, shape (n_runs,) — first group of each run of equal rows.
+    group_run : ndarray of int64, shape (n_groups,) — run of each group.
     """
     n_groups = groups.n_groups
     X = np.zeros((n_groups, n_in))
     _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
     new_run = np.ones(n_groups, dtype=bool)
     new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
-    run_starts = np.flatnonzero(new_run)
-    Xu = X[run_starts]
-    run_of_group = np.cumsum(new_run) - 1
-    return (Xu @ weight.T)[run_of_group], Xu, run_starts
+    Xu = X[new_run]
+    group_run = np.cumsum(new_run) - 1
+    return Xu @ weight.T, Xu, group_run
 
 
 def uses_dense_path(groups: EventGroups, n_in: int) -> bool:
@@ -545,9 +562,10 @@ class DenseRecord:
     t_end : float
     groups : EventGroups
     weight : ndarray (n_out, n_in) — the effective weights used.
-    currents : ndarray (n_groups, n_out) or None — I[g, i] (dense path only).
+    currents : ndarray (n_runs, n_out) or None — input current of each run of identical
+        groups (dense path only).
     X : ndarray (n_runs, n_in) or None — distinct dense group inputs (dense path only).
-    run_starts : ndarray (n_runs,) or None — first group of each run sharing a row of X.
+    group_run : ndarray (n_groups,) or None — run of each group (dense path only).
     n_in_events : int — number of events of the layer's input SpikeTrains.
     outputs : SpikeTrains — the layer's output spikes.
     out_sample, out_row, out_wstart : int64 arrays (n_spikes,) aligned with ``outputs``:
@@ -562,7 +580,7 @@ class DenseRecord:
     weight: np.ndarray
     currents: np.ndarray | None
     X: np.ndarray | None
-    run_starts: np.ndarray | None
+    group_run: np.ndarray | None
     n_in_events: int
     outputs: SpikeTrains
     out_sample: np.ndarray
@@ -649,20 +667,22 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
     S = inputs.n_samples
     groups = group_events(inputs, t_end)
     dense = uses_dense_path(groups, inputs.n_neurons)
-    currents = X = run_starts = None
+    currents = X = group_run = None
     if dense:
-        currents, X, run_starts = group_currents(groups, w, inputs.n_neurons)
+        currents, X, group_run = group_currents(groups, w, inputs.n_neurons)
     em = np.exp(-groups.interval_len / params.tau_m)
     es = np.exp(-groups.interval_len / params.tau_s)
-    P = np.zeros((S, n_out))
-    Q = np.zeros((S, n_out))
+    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
+    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
+    V = np.zeros((S, n_out))
+    R = np.zeros((S, n_out))
     skip = np.zeros((S, n_out), dtype=np.bool_)
     wst = np.zeros((S, n_out), dtype=np.int64)
     cand = np.zeros((S, n_out), dtype=np.bool_)
     counts = np.zeros(S, dtype=np.int64)
     caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
-    args = (params.amplitude, params.tau_m, params.tau_s, params.threshold, t_end,
-            float(rtol), int(max_iter), P, Q, skip, wst, cand)
+    args = (params.tau_m, params.tau_s, params.threshold, t_end,
+            float(rtol), int(max_iter), V, R, skip, wst, cand)
     while True:
         cap_offsets = np.zeros(S + 1, dtype=np.int64)
         np.cumsum(caps, out=cap_offsets[1:])
@@ -676,26 +696,24 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         if n_out and S:
             if dense:
                 _scan_dense(groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                            currents, *args, *outs)
+                            eps_l, deps_l, currents, group_run, *args, *outs)
             else:
                 _scan_sparse(groups.group_times, groups.group_offsets, groups.group_event_offsets,
                              groups.event_neuron, groups.event_amp, np.ascontiguousarray(w.T),
-                             groups.interval_len, em, es, *args, *outs)
+                             groups.interval_len, em, es, eps_l, deps_l, *args, *outs)
         if np.all(counts <= caps):
             break
         caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
     n_spk = int(counts.sum())
-    take = np.repeat(cap_offsets[:-1], counts) + (np.arange(n_spk) - np.repeat(np.cumsum(counts) - counts, counts))
+    take = np.empty(n_spk, dtype=np.int64)
+    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
     samples = np.repeat(np.arange(S, dtype=np.int64), counts)
-    times, neurons = o_time[take], o_neuron[take]
-    order = np.lexsort((neurons, times, samples))
-    take = take[order]
     offsets = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    outputs = SpikeTrains(times[order], neurons[order], np.ones(n_spk), offsets, n_out)
+    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
     record = DenseRecord(
         params=params, t_end=t_end, groups=groups, weight=w, currents=currents, X=X,
-        run_starts=run_starts, n_in_events=inputs.n_events, outputs=outputs,
+        group_run=group_run, n_in_events=inputs.n_events, outputs=outputs,
         out_sample=samples, out_row=o_row[take], out_wstart=o_wstart[take],
         out_slope=o_slope[take], em=em, es=es,
     )
@@ -745,16 +763,27 @@ def _forced_spike_list(record: DenseRecord, forced: ForcedSpikes):
     return smp[ok], nrn[ok], tms[ok], grd[ok], rows[ok], wstart[ok]
 
 
-def _backward_dense_path(record, gp, spikes, grad, recompute, min_slope, max_dt_du, beta, gamma, eg):
+def _by_neuron(neurons: np.ndarray, n_out: int):
+    """Spike indices grouped by neuron (CSR): (neuron_offsets, by_neuron)."""
+    by_neuron = np.argsort(neurons, kind="stable")
+    neuron_offsets = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(np.bincount(neurons, minlength=n_out), out=neuron_offsets[1:])
+    return neuron_offsets, by_neuron
+
+
+def _backward_dense_path(record, gp, spikes, grad, recompute, min_slope, max_dt_du, eg,
+                         currents_t, need_groups, gamma_run, beta_g, gamma_g):
     smp, nrn, tms, slope, rows, wstart = spikes
     flags = np.zeros(tms.size, dtype=np.int8)
     p = record.params
     g = record.groups
     if tms.size:
-        _backward_dense(g.group_times, g.group_offsets, record.em, record.es, eg, record.currents,
-                        smp, rows, nrn, tms, slope, wstart, grad, gp.code, p.tau_m, p.tau_s,
-                        gp.tau_grad, max_dt_du, gp.drop_nonpositive, recompute, min_slope,
-                        beta, gamma, flags)
+        neuron_offsets, by_neuron = _by_neuron(nrn, currents_t.shape[0])
+        _backward_dense(g.group_times, g.group_offsets, record.em, record.es, eg, currents_t,
+                        record.group_run, neuron_offsets, by_neuron, smp, rows, tms, slope,
+                        wstart, grad, gp.code, p.tau_m, p.tau_s, gp.tau_grad, max_dt_du,
+                        gp.drop_nonpositive, recompute, min_slope, need_groups, gamma_run,
+                        beta_g, gamma_g, flags)
     return flags
 
 
@@ -768,9 +797,7 @@ def _backward_sparse_path(record, gp, spikes, grad, recompute, min_slope, max_dt
     p = record.params
     g = record.groups
     n_out = record.weight.shape[0]
-    by_neuron = np.argsort(nrn, kind="stable")
-    neuron_offsets = np.zeros(n_out + 1, dtype=np.int64)
-    np.cumsum(np.bincount(nrn, minlength=n_out), out=neuron_offsets[1:])
+    neuron_offsets, by_neuron = _by_neuron(nrn, n_out)
     share = np.zeros(n)
     wgt = np.zeros(n)
     _backward_sparse_weights(g.group_times, g.group_offsets, g.group_event_offsets, g.event_neuron,
@@ -831,18 +858,22 @@ def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None
     d_times_k = np.zeros(n_kept)
     d_amps_k = np.zeros(n_kept)
     if record.dense:
-        beta = np.zeros((g.n_groups, n_out))
-        gamma = np.zeros((g.n_groups, n_out))
-        flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, beta, gamma, eg)
+        currents_t = np.ascontiguousarray(record.currents.T)
+        gamma_run = np.zeros((n_out, record.X.shape[0]))
+        need_groups = bool(need_input_grad and n_kept)
+        shape = (n_out, g.n_groups) if need_groups else (1, 1)
+        beta_g = np.zeros(shape)
+        gamma_g = np.zeros(shape)
+        flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t,
+                                     need_groups, gamma_run, beta_g, gamma_g)
         if fspk is not None:
-            _backward_dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2],
-                                 beta, gamma, eg)
-        d_weight = np.add.reduceat(gamma, record.run_starts, axis=0).T @ record.X
-        if need_input_grad and n_kept:
-            WT = np.ascontiguousarray(record.weight.T)
-            _event_dots(g.event_group, g.event_neuron, beta, WT, d_times_k)
-            d_times_k *= g.event_amp
-            _event_dots(g.event_group, g.event_neuron, gamma, WT, d_amps_k)
+            _backward_dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg,
+                                 currents_t, need_groups, gamma_run, beta_g, gamma_g)
+        d_weight = gamma_run @ record.X
+        if need_groups:
+            w = record.weight
+            d_times_k = (beta_g.T @ w)[g.event_group, g.event_neuron] * g.event_amp
+            d_amps_k = (gamma_g.T @ w)[g.event_group, g.event_neuron]
     else:
         d_weight = np.zeros((n_out, n_in))
         flags = _backward_sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight,
