@@ -44,7 +44,7 @@ def clip_grad_norm(grads: list, max_norm: float) -> float:
     float
         The norm before clipping.
     """
-    norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
+    norm = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads:

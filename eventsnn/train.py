@@ -248,6 +248,18 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
         log("initial gains: " + ", ".join(f"{g:.3g}" for g in gains))
         opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)
         start, history = 0, []
+    from threadpoolctl import threadpool_limits
+
+    # numba parallelises over samples; BLAS threads on top of it only compete for the cores
+    with threadpool_limits(1, user_api="blas"):
+        _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test,
+                out_dir, ckpt_path, dataset_checksum, progress, log)
+    return {"history": history, "network": net, "config": config}
+
+
+def _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test, out_dir,
+            ckpt_path, dataset_checksum, progress, log):
+    """The epoch loop of :func:`train` (appends to ``history``, checkpoints every epoch)."""
     from tqdm.auto import tqdm
 
     n = len(y_train)
@@ -306,4 +318,3 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
             f"spikes/neuron {' '.join(f'{r:.2f}' for r in entry['spikes_per_neuron'])}  "
             f"silent {entry['silent_neurons']}  dropped {entry['windows_dropped']:.3%}  "
             f"clamped {entry['windows_clamped']:.3%}  {train_time:.1f} s")
-    return {"history": history, "network": net, "config": config}

@@ -485,41 +485,72 @@ class EventGroups:
         return np.repeat(np.arange(self.group_offsets.size - 1), np.diff(self.group_offsets))
 
 
+@njit(cache=True)
+def _count_groups(times, offsets, t_end, counts):
+    """counts[s] = (kept events, distinct kept times) of every sample."""
+    for s in range(offsets.size - 1):
+        ne = 0
+        ng = 0
+        last = -1.0
+        for m in range(offsets[s], offsets[s + 1]):
+            t = times[m]
+            if t > t_end:
+                continue
+            if ne == 0 or t != last:
+                ng += 1
+                last = t
+            ne += 1
+        counts[s, 0] = ne
+        counts[s, 1] = ng
+
+
+@njit(cache=True)
+def _fill_groups(times, neurons, amps, offsets, t_end, group_offsets, keep, event_group,
+                 event_neuron, event_amp, group_times, group_event_offsets, interval_len):
+    e = 0
+    for s in range(offsets.size - 1):
+        g = group_offsets[s] - 1
+        for m in range(offsets[s], offsets[s + 1]):
+            t = times[m]
+            if t > t_end:
+                continue
+            if g < group_offsets[s] or t != group_times[g]:
+                g += 1
+                group_times[g] = t
+                group_event_offsets[g] = e
+            keep[e] = m
+            event_group[e] = g
+            event_neuron[e] = neurons[m]
+            event_amp[e] = amps[m]
+            e += 1
+        for gg in range(group_offsets[s], group_offsets[s + 1]):
+            nxt = group_times[gg + 1] if gg + 1 < group_offsets[s + 1] else t_end
+            interval_len[gg] = nxt - group_times[gg]
+    group_event_offsets[group_event_offsets.size - 1] = e
+
+
 def group_events(inputs: SpikeTrains, t_end: float) -> EventGroups:
     """Group the events of each sample by distinct time; drop events after ``t_end``."""
     if inputs.n_events and inputs.times.min() < 0.0:
         raise ValueError("input event times must be >= 0 (the simulation window starts at 0)")
-    samples = inputs.samples
-    keep = np.flatnonzero(inputs.times <= t_end)
-    times = inputs.times[keep]
-    smp = samples[keep]
-    n = times.size
-    new = np.ones(n, dtype=bool)
-    if n > 1:
-        new[1:] = (times[1:] != times[:-1]) | (smp[1:] != smp[:-1])
-    event_group = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    group_times = times[starts]
-    group_sample = smp[starts]
-    n_samples = inputs.n_samples
-    group_offsets = np.zeros(n_samples + 1, dtype=np.int64)
-    np.cumsum(np.bincount(group_sample, minlength=n_samples), out=group_offsets[1:])
-    group_event_offsets = np.append(starts, n).astype(np.int64)
-    interval_len = np.empty(group_times.size)
-    if group_times.size:
-        interval_len[:-1] = group_times[1:] - group_times[:-1]
-        last = group_offsets[1:][np.diff(group_offsets) > 0] - 1
-        interval_len[last] = t_end - group_times[last]
-    return EventGroups(
-        keep=keep.astype(np.int64),
-        event_group=event_group.astype(np.int64),
-        event_neuron=inputs.neurons[keep],
-        event_amp=inputs.amplitudes[keep],
-        group_times=group_times,
-        group_offsets=group_offsets,
-        group_event_offsets=group_event_offsets,
-        interval_len=interval_len,
+    S = inputs.n_samples
+    counts = np.zeros((S, 2), dtype=np.int64)
+    _count_groups(inputs.times, inputs.offsets, float(t_end), counts)
+    n_kept = int(counts[:, 0].sum())
+    group_offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(counts[:, 1], out=group_offsets[1:])
+    G = int(group_offsets[-1])
+    groups = EventGroups(
+        keep=np.empty(n_kept, dtype=np.int64), event_group=np.empty(n_kept, dtype=np.int64),
+        event_neuron=np.empty(n_kept, dtype=np.int64), event_amp=np.empty(n_kept),
+        group_times=np.empty(G), group_offsets=group_offsets,
+        group_event_offsets=np.empty(G + 1, dtype=np.int64), interval_len=np.empty(G),
     )
+    _fill_groups(inputs.times, inputs.neurons, inputs.amplitudes, inputs.offsets, float(t_end),
+                 group_offsets, groups.keep, groups.event_group, groups.event_neuron,
+                 groups.event_amp, groups.group_times, groups.group_event_offsets,
+                 groups.interval_len)
+    return groups
 
 
 def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):

@@ -1,0 +1,244 @@
+"""The ``eventsnn`` command line, in-process with click's CliRunner.
+
+A tiny MNIST cache (60 train / 20 test images) is written in the IDX format;
+the loader checks every cache file against pinned sha256 values and shapes, so
+the pins (``eventsnn.datasets.mnist.FILES``) are patched to the small files,
+as the dataset tests do. The network is blocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+
+import h5py
+import numpy as np
+import pytest
+import requests
+from click.testing import CliRunner
+from eventsnn.cli.main import main
+
+from eventsnn.checkpoint import load_checkpoint
+from eventsnn.datasets import mnist, store
+from eventsnn.train import encode_images
+
+N_TRAIN, N_TEST = 60, 20
+
+
+def idx_bytes(array, magic):
+    """IDX by hand: big-endian uint32 magic, uint32 per dimension, uint8 data."""
+    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """Data dir with a small valid MNIST cache; FILES patched for the module's tests."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": (rng.random((N_TRAIN, 28, 28)) < 0.2) * rng.integers(0, 256, (N_TRAIN, 28, 28)),
+        "train_labels": np.arange(N_TRAIN) % 10,
+        "test_images": (rng.random((N_TEST, 28, 28)) < 0.2) * rng.integers(0, 256, (N_TEST, 28, 28)),
+        "test_labels": (np.arange(N_TEST) * 3) % 10,  # 0 3 6 9 2 5 8 1 4 7 ...
+    }
+    arrays = {k: v.astype(np.uint8) for k, v in arrays.items()}
+    data_dir = tmp_path_factory.mktemp("data")
+    (data_dir / "mnist").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, array in arrays.items():
+            spec = mnist.FILES[key]
+            blob = idx_bytes(array, spec.magic)
+            (data_dir / "mnist" / spec.filename).write_bytes(blob)
+            mp.setitem(mnist.FILES, key, mnist.IdxFile(spec.filename, spec.magic, array.shape,
+                                                       hashlib.sha256(blob).hexdigest(), "0" * 64))
+
+        def no_network(*args, **kwargs):
+            raise requests.ConnectionError("network blocked in tests")
+
+        def no_pip(*args, **kwargs):
+            raise AssertionError("pip download must not run in tests")
+
+        mp.setattr(store.pooch, "retrieve", no_network)
+        mp.setattr(store, "_pip_download", no_pip)
+        mp.delenv(store.ENV_VAR, raising=False)
+        yield {"dir": data_dir, "arrays": arrays}
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def train_args(fake, out, *extra):
+    return ["train", "mnist", "--arch", "784-30", "--epochs", "1", "--limit-train", "40", "--limit-test", "20",
+            "--data-dir", fake["dir"], "--out", out, "--quiet", *extra]
+
+
+def assert_user_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {result.stderr!r}"
+    assert lines[0].startswith("Error:")
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(fake_mnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "mnist-run"
+    result = invoke(*train_args(fake_mnist, out))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return out, result
+
+
+# ----------------------------------------------------------------------------------
+# the happy path
+# ----------------------------------------------------------------------------------
+def test_train_writes_run(trained):
+    out, result = trained
+    assert (out / "checkpoint.h5").is_file() and (out / "metrics.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.h5", "metrics.json"]
+    ck = load_checkpoint(out / "checkpoint.h5")
+    assert ck.epoch == 1 and ck.config.arch == "784-30" and ck.config.limit_train == 40
+    assert [l.weight.shape for l in ck.network.layers] == [(30, 784), (10, 30)]
+    assert "Traceback" not in result.output
+    assert "epoch 1/1" in result.stdout
+
+
+def my_accuracy(ck, images, labels):
+    out = ck.network.forward(encode_images(images, ck.config)).spikes[-1]
+    counts = out.counts()
+    first = out.first_times()
+    correct = 0
+    for s in range(len(labels)):
+        key = [(-counts[s, i], first[s, i], i) for i in range(counts.shape[1])]
+        correct += min(key)[2] == labels[s]
+    return correct / len(labels)
+
+
+def test_evaluate_json(trained, fake_mnist):
+    out, _ = trained
+    result = invoke("evaluate", out / "checkpoint.h5", "--json", "--data-dir", fake_mnist["dir"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    res = json.loads(lines[0])
+    assert isinstance(res, dict)
+    assert res["n"] == N_TEST
+    assert 0.0 <= res["accuracy"] <= 1.0
+    a = fake_mnist["arrays"]
+    want = my_accuracy(load_checkpoint(out), a["test_images"].astype(np.float32) / np.float32(255),
+                       a["test_labels"])
+    assert res["accuracy"] == pytest.approx(want, abs=1e-15)
+    assert res["epoch"] == 1 and res["arch"] == "784-30" and res["dataset"] == "mnist"
+    # a run directory and --limit-test
+    result = invoke("evaluate", out, "--json", "--limit-test", 7, "--data-dir", fake_mnist["dir"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    res = json.loads(result.stdout)
+    assert res["n"] == 7 and math.isclose(res["accuracy"] * 7, round(res["accuracy"] * 7))
+
+
+def test_resume_with_more_epochs(trained, fake_mnist, tmp_path):
+    src, _ = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.h5").write_bytes((src / "checkpoint.h5").read_bytes())
+    result = invoke("train", "mnist", "--resume", run, "--epochs", 2, "--data-dir", fake_mnist["dir"], "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
+    ck = load_checkpoint(run)
+    assert ck.epoch == 2 and ck.config.epochs == 2 and len(ck.history) == 2
+
+
+# ----------------------------------------------------------------------------------
+# bad input: exit code 2, one line "Error: ..." on stderr, no traceback
+# ----------------------------------------------------------------------------------
+def test_unknown_dataset(fake_mnist, tmp_path):
+    args = train_args(fake_mnist, tmp_path / "o")
+    args[1] = "cifar99"
+    assert_user_error(invoke(*args), "cifar99")
+
+
+@pytest.mark.parametrize("arch,token", [("784-3O0", "3O0"), ("784--30", ""), ("784-30-abc", "abc")])
+def test_malformed_arch(fake_mnist, tmp_path, arch, token):
+    args = train_args(fake_mnist, tmp_path / "o")
+    args[3] = arch
+    assert_user_error(invoke(*args), f"'{token}'")
+    assert not (tmp_path / "o" / "checkpoint.h5").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--epochs", "0"), ("--epochs", "x"), ("--tau-s", "5"),
+                                          ("--grad-kernel", "gauss")])
+def test_bad_option_values(fake_mnist, tmp_path, option, value):
+    args = train_args(fake_mnist, tmp_path / "o")
+    i = args.index(option) if option in args else len(args)
+    args[i:i + 2] = [option, value]
+    assert_user_error(invoke(*args))
+
+
+def test_evaluate_checkpoint_of_other_architecture(trained, fake_mnist, tmp_path):
+    bad = tmp_path / "other.h5"
+    bad.write_bytes((trained[0] / "checkpoint.h5").read_bytes())
+    with h5py.File(bad, "r+") as f:
+        cfg = json.loads(f.attrs["config"])
+        cfg["arch"] = "784-31"
+        f.attrs["config"] = json.dumps(cfg)
+    assert_user_error(invoke("evaluate", bad, "--json", "--data-dir", fake_mnist["dir"]))
+
+
+def test_evaluate_garbage_and_missing(fake_mnist, tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(np.random.default_rng(1).bytes(3000))
+    assert_user_error(invoke("evaluate", garbage, "--data-dir", fake_mnist["dir"]))
+    assert_user_error(invoke("evaluate", tmp_path / "missing.h5", "--data-dir", fake_mnist["dir"]))
+
+
+def test_unwritable_out(fake_mnist, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert_user_error(invoke(*train_args(fake_mnist, blocker / "run")), "--out")
+
+
+def test_resume_with_changed_option(trained, fake_mnist, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.h5").write_bytes((trained[0] / "checkpoint.h5").read_bytes())
+    before = (run / "checkpoint.h5").read_bytes()
+    result = invoke("train", "mnist", "--resume", run, "--lr", "0.1", "--data-dir", fake_mnist["dir"], "--quiet")
+    assert_user_error(result, "--lr")
+    result = invoke("train", "mnist", "--resume", run, "--arch", "784-31", "--data-dir", fake_mnist["dir"],
+                    "--quiet")
+    assert_user_error(result, "--arch")
+    assert (run / "checkpoint.h5").read_bytes() == before
+
+
+def test_interrupt_exits_130_with_resume_hint(fake_mnist, tmp_path, monkeypatch):
+    import eventsnn.train as train_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train", interrupted)
+    result = invoke(*train_args(fake_mnist, tmp_path / "o"))
+    assert result.exit_code == 130
+    assert "--resume" in result.stderr and "Traceback" not in result.output
+
+
+def test_output_layer_has_one_neuron_per_dataset_class(fake_mnist, tmp_path):
+    """MNIST has 10 classes; a run on a subset whose labels stop at 7 must still build
+    10 output neurons (otherwise the checkpoint can never predict 8 or 9 on the full test set)."""
+    labels = fake_mnist["arrays"]["train_labels"]
+    assert labels[:8].max() == 7
+    out = tmp_path / "o"
+    args = train_args(fake_mnist, out)
+    args[args.index("--limit-train") + 1] = "8"
+    args[args.index("--limit-test") + 1] = "3"
+    assert fake_mnist["arrays"]["test_labels"][:3].max() < 8
+    result = invoke(*args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    ck = load_checkpoint(out)
+    assert ck.network.n_classes == 10
+    assert ck.network.layers[-1].n_out == 10
