@@ -5,7 +5,9 @@ Event-driven Backpropagation" (NeurIPS 2022) with spike times found by exact
 root-finding instead of a discrete clock.
 """
 
+from . import encode
 from .kernels import deps, eps, h
+from .network import Network
 from .neuron import neuron_spike_times, neuron_time_gradients
 from .params import GradParams, NeuronParams
 from .spikes import SpikeTrains
@@ -14,9 +16,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GradParams",
+    "Network",
     "NeuronParams",
     "SpikeTrains",
     "deps",
+    "encode",
     "eps",
     "h",
     "neuron_spike_times",

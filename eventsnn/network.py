@@ -49,7 +49,7 @@ class Gradients:
     weights : list of ndarray — dL/dW of ``net.layers[l].weight`` (same shape).
     gains, offsets : list of ndarray or None — weight-standardisation parameters.
     events : list of ndarray or None — ``events[l]`` is dL/dt of the input events
-        of layer l (``events[0]`` is None unless ``input_grad=True``).
+        of layer l (``events[0]`` is None when ``input_grad=False``).
     layers : list of LayerGrads — everything, including the engine's flags.
     """
 
@@ -58,6 +58,15 @@ class Gradients:
     offsets: list
     events: list
     layers: list = field(default_factory=list)
+
+    def parameter_grads(self) -> list:
+        """Gradients aligned with :meth:`Network.parameters` (weight, gain, offset per layer)."""
+        flat = []
+        for lg in self.layers:
+            flat.append(lg.weight)
+            if lg.gain is not None:
+                flat.extend([lg.gain, lg.offset])
+        return flat
 
 
 class Network:
@@ -158,7 +167,7 @@ class Network:
     def backward(self, result: ForwardResult, grad_out, *, kernel: str = "exp", tau_grad: float = 2.5,
                  max_dt_du: float | None = None, input_grad_scale: float = 1.0,
                  drop_nonpositive: bool = False, forced: ForcedSpikes | None = None,
-                 input_grad: bool = False) -> Gradients:
+                 input_grad: bool = True) -> Gradients:
         """Reverse-time backward through every layer (Eqs. 12-14).
 
         Parameters
@@ -172,7 +181,8 @@ class Network:
         forced : ForcedSpikes, optional
             Supervisory spikes on the output layer.
         input_grad : bool
-            Also compute dL/dt of the network's input events (``events[0]``).
+            Also compute dL/dt of the network's input events (``events[0]``;
+            default True). The trainer switches it off: images need no gradient.
         """
         gp = GradParams(kernel=kernel, tau_grad=tau_grad, max_dt_du=max_dt_du,
                         input_grad_scale=input_grad_scale, drop_nonpositive=drop_nonpositive)

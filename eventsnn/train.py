@@ -133,12 +133,8 @@ def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) ->
     gp = config.grad_params()
     grads = net.backward(result, cl.grad, kernel=gp.kernel, tau_grad=gp.tau_grad,
                          max_dt_du=gp.max_dt_du, input_grad_scale=gp.input_grad_scale,
-                         drop_nonpositive=gp.drop_nonpositive, forced=cl.forced)
-    flat = []
-    for lg in grads.layers:
-        flat.append(lg.weight)
-        if lg.gain is not None:
-            flat.extend([lg.gain, lg.offset])
+                         drop_nonpositive=gp.drop_nonpositive, forced=cl.forced, input_grad=False)
+    flat = grads.parameter_grads()
     clip_grad_norm(flat, config.grad_clip)
     opt.step(flat)
     pred = readout(out)
