@@ -141,13 +141,19 @@ def _forget_skipped(V, R, skip):
 
 
 @njit(cache=True, parallel=True)
-def _scan_dense(group_times, group_offsets, interval_len, em, es, eps_l, deps_l, currents,
-                group_run, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R, skip, wstart, cand,
-                cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart):
-    """Forward of every sample; the input of group g is the row ``currents[group_run[g]]``
-    of the (n_runs, n_out) currents."""
+def _scan(dense, group_times, group_offsets, interval_len, em, es, eps_l, deps_l, currents,
+          group_run, group_event_offsets, event_neuron, event_amp, WT, tau_m, tau_s, theta,
+          t_end, rtol, max_iter, V, R, skip, wstart, cand, cap_offsets, counts,
+          o_row, o_neuron, o_time, o_slope, o_wstart):
+    """Forward of every sample (parallel over samples).
+
+    The input of group g is added to the traces either as the row
+    ``currents[group_run[g]]`` of the (n_runs, n_out) currents (``dense``), or
+    event by event, each event adding ``a_m W[:, j_m]`` (rows of ``WT``).
+    The arrays of the unused path may be empty placeholders.
+    """
     n_samples = group_offsets.size - 1
-    n_out = currents.shape[1]
+    n_out = V.shape[1]
     for s in prange(n_samples):
         g0 = group_offsets[s]
         g1 = group_offsets[s + 1]
@@ -161,42 +167,16 @@ def _scan_dense(group_times, group_offsets, interval_len, em, es, eps_l, deps_l,
         base = cap_offsets[s]
         cap = cap_offsets[s + 1] - base
         for g in range(g0, g1):
-            cur = currents[group_run[g]]
-            for i in range(n_out):
-                Rs[i] += cur[i]
-            _forget_skipped(Vs, Rs, Ks)
-            n = _sweep_interval(Vs, Rs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
-                                eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
-                                o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
-        counts[s] = n
-
-
-@njit(cache=True, parallel=True)
-def _scan_sparse(group_times, group_offsets, group_event_offsets, event_neuron, event_amp, WT,
-                 interval_len, em, es, eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
-                 V, R, skip, wstart, cand, cap_offsets, counts,
-                 o_row, o_neuron, o_time, o_slope, o_wstart):
-    """Forward of every sample, adding each input event's weight column to the traces."""
-    n_samples = group_offsets.size - 1
-    n_out = WT.shape[1]
-    for s in prange(n_samples):
-        g0 = group_offsets[s]
-        g1 = group_offsets[s + 1]
-        Vs, Rs, Ks, Ws, Cs = V[s], R[s], skip[s], wstart[s], cand[s]
-        for i in range(n_out):
-            Vs[i] = 0.0
-            Rs[i] = 0.0
-            Ks[i] = False
-            Ws[i] = g0
-        n = 0
-        base = cap_offsets[s]
-        cap = cap_offsets[s + 1] - base
-        for g in range(g0, g1):
-            for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
-                a = event_amp[m]
-                row = WT[event_neuron[m]]
+            if dense:
+                cur = currents[group_run[g]]
                 for i in range(n_out):
-                    Rs[i] += a * row[i]
+                    Rs[i] += cur[i]
+            else:
+                for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
+                    a = event_amp[m]
+                    row = WT[event_neuron[m]]
+                    for i in range(n_out):
+                        Rs[i] += a * row[i]
             _forget_skipped(Vs, Rs, Ks)
             n = _sweep_interval(Vs, Rs, Ks, Ws, Cs, g, g1, group_times, interval_len, em, es,
                                 eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
@@ -701,6 +681,9 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
     currents = X = group_run = None
     if dense:
         currents, X, group_run = group_currents(groups, w, inputs.n_neurons)
+        currents_u, group_run_u, WT = currents, group_run, np.zeros((0, n_out))
+    else:
+        currents_u, group_run_u, WT = np.zeros((0, n_out)), np.zeros(0, np.int64), np.ascontiguousarray(w.T)
     em = np.exp(-groups.interval_len / params.tau_m)
     es = np.exp(-groups.interval_len / params.tau_s)
     eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
@@ -725,13 +708,9 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         o_wstart = np.empty(total, dtype=np.int64)
         outs = (cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
         if n_out and S:
-            if dense:
-                _scan_dense(groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                            eps_l, deps_l, currents, group_run, *args, *outs)
-            else:
-                _scan_sparse(groups.group_times, groups.group_offsets, groups.group_event_offsets,
-                             groups.event_neuron, groups.event_amp, np.ascontiguousarray(w.T),
-                             groups.interval_len, em, es, eps_l, deps_l, *args, *outs)
+            _scan(dense, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
+                  eps_l, deps_l, currents_u, group_run_u, groups.group_event_offsets,
+                  groups.event_neuron, groups.event_amp, WT, *args, *outs)
         if np.all(counts <= caps):
             break
         caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
