@@ -12,9 +12,11 @@ Every output spike of neuron i, the supervisory one included, gets
 G = dL/dt = -delta_i = (target_i - N_i)/T (positive: "move earlier").
 
 Supervisory spike (training only): the label neuron receives a forced spike at
-t_end (the paper's rule, ``"end"``); it counts in the loss, carries gradient
-(see :class:`~eventsnn.engine.sweep.ForcedSpikes`) and does not reset the
-neuron. ``"none"`` switches it off.
+t_end (the paper's rule, ``"end"``) or at the last time after its last spike
+where its potential was rising (the official code's rule, ``"last-rise"``,
+times from :func:`eventsnn.engine.sweep.last_rise_times`); it counts in the
+loss, carries gradient (see :class:`~eventsnn.engine.sweep.ForcedSpikes`) and
+does not reset the neuron. ``"none"`` switches it off.
 
 Readout: the largest spike count wins; ties go to the earlier first spike,
 then to the lower index.
@@ -29,7 +31,7 @@ import numpy as np
 from .engine.sweep import ForcedSpikes
 from .spikes import SpikeTrains
 
-SUPERVISION = ("end", "none")
+SUPERVISION = ("end", "last-rise", "none")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +53,8 @@ class CountLoss:
 
 
 def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desired: float = 5.0,
-               undesired: float = 1.0, supervision: str = "end") -> CountLoss:
+               undesired: float = 1.0, supervision: str = "end",
+               supervision_times=None) -> CountLoss:
     """One-sided count loss and the spike gradients G (see module docstring).
 
     Parameters
@@ -65,7 +68,10 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
         Time of the supervisory spike ("end" rule).
     desired, undesired : float
         Target counts of the label neuron and of the others.
-    supervision : {"end", "none"}
+    supervision : {"end", "last-rise", "none"}
+    supervision_times : array_like of float, shape (n_samples,), optional
+        Time of each sample's supervisory spike; required for "last-rise"
+        (ignored otherwise).
     """
     if supervision not in SUPERVISION:
         raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
@@ -77,7 +83,15 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
         raise ValueError(f"labels must lie in [0, {C})")
     counts = outputs.counts()
     rows = np.arange(S)
-    if supervision == "end":
+    if supervision == "last-rise":
+        if supervision_times is None:
+            raise ValueError('supervision="last-rise" needs supervision_times (see last_rise_times)')
+        sup_t = np.asarray(supervision_times, dtype=np.float64).reshape(-1)
+        if sup_t.size != S:
+            raise ValueError(f"supervision_times must have one entry per sample ({S}), got {sup_t.size}")
+    else:
+        sup_t = np.full(S, float(t_end))
+    if supervision != "none":
         counts[rows, labels] += 1
     target = np.full((S, C), float(undesired))
     target[rows, labels] = float(desired)
@@ -90,9 +104,8 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
     G = -delta
     grad = G[outputs.samples, outputs.neurons]
     forced = None
-    if supervision == "end":
-        forced = ForcedSpikes(samples=rows, neurons=labels, times=np.full(S, float(t_end)),
-                              grads=G[rows, labels])
+    if supervision != "none":
+        forced = ForcedSpikes(samples=rows, neurons=labels, times=sup_t, grads=G[rows, labels])
     return CountLoss(loss, grad, forced, counts)
 
 

@@ -33,6 +33,7 @@ from . import encode
 from .io import atomic_write
 from .checkpoint import build_network, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .engine.sweep import last_rise_times
 from .loss import count_loss, readout
 from .network import Network
 from .optim import AdamW, clip_grad_norm, cosine_lr
@@ -128,8 +129,12 @@ def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) ->
     inputs = encode_images(images, config)
     result = net.forward(inputs)
     out = result.spikes[-1]
+    sup_t = None
+    if config.supervision == "last-rise":
+        sup_t = last_rise_times(result.records[-1].engine, np.arange(out.n_samples), labels)
     cl = count_loss(out, labels, steps=config.steps, t_end=config.t_end, desired=config.desired,
-                    undesired=config.undesired, supervision=config.supervision)
+                    undesired=config.undesired, supervision=config.supervision,
+                    supervision_times=sup_t)
     gp = config.grad_params()
     grads = net.backward(result, cl.grad, kernel=gp.kernel, tau_grad=gp.tau_grad,
                          max_dt_du=gp.max_dt_du, input_grad_scale=gp.input_grad_scale,

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _du, _first_crossing
+from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _critical_point, _du, _first_crossing
 from ..kernels import KERNEL_EXP, deps, eps
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
@@ -424,6 +424,53 @@ def _forced_windows_kernel(group_times, group_offsets, out_offsets, out_times, o
         wstart[q] = ws
 
 
+@njit(cache=True)
+def _last_rise_kernel(dense, group_times, group_offsets, interval_len, em, es, eps_l, deps_l,
+                      currents, group_run, group_event_offsets, event_neuron, event_amp, W,
+                      out_offsets, out_times, out_neurons, samples, neurons, t_end,
+                      tau_m, tau_s, result):
+    """Latest time after its last spike at which each (sample, neuron)'s potential rises.
+
+    Walks the neuron's groups after its last spike: in the interval after group g
+    the potential is rising at the end if u'(L) > 0 (candidate: the interval end),
+    else it peaks inside if u'(0) > 0 (candidate: the maximum d*). t_end when the
+    potential never rises there.
+    """
+    for q in range(samples.size):
+        s = samples[q]
+        i = neurons[q]
+        g0 = group_offsets[s]
+        g1 = group_offsets[s + 1]
+        t_prev = -np.inf
+        for e in range(out_offsets[s], out_offsets[s + 1]):
+            if out_neurons[e] == i and out_times[e] > t_prev:
+                t_prev = out_times[e]
+        last = t_end
+        found = False
+        V = 0.0
+        R = 0.0
+        for g in range(g0, g1):
+            if group_times[g] <= t_prev:
+                continue
+            if dense:
+                R += currents[group_run[g], i]
+            else:
+                for m in range(group_event_offsets[g], group_event_offsets[g + 1]):
+                    R += W[i, event_neuron[m]] * event_amp[m]
+            L = interval_len[g]
+            du0 = R / tau_s - V / tau_m
+            duL = R * deps_l[g] - V / tau_m * em[g]
+            if L > 0.0 and duL > 0.0:
+                last = group_times[g] + L
+                found = True
+            elif L > 0.0 and du0 > 0.0:
+                last = group_times[g] + min(max(_critical_point(V, R, tau_m, tau_s), 0.0), L)
+                found = True
+            V = V * em[g] + R * eps_l[g]
+            R *= es[g]
+        result[q] = last if found else t_end
+
+
 # ----------------------------------------------------------------------------------
 # host side
 # ----------------------------------------------------------------------------------
@@ -583,6 +630,7 @@ class DenseRecord:
         sample, interval (group after which the spike falls) and first window group.
     out_slope : float64 (n_spikes,) — u'(t_k) of each spike.
     em, es : float64 (n_groups,) — exp(-L_g/tau_m), exp(-L_g/tau_s) of each interval.
+    eps_l, deps_l : float64 (n_groups,) — eps(L_g), eps'(L_g) of each interval.
     """
 
     params: NeuronParams
@@ -600,6 +648,8 @@ class DenseRecord:
     out_slope: np.ndarray
     em: np.ndarray
     es: np.ndarray
+    eps_l: np.ndarray
+    deps_l: np.ndarray
 
     @property
     def dense(self) -> bool:
@@ -725,7 +775,7 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         params=params, t_end=t_end, groups=groups, weight=w, currents=currents, X=X,
         group_run=group_run, n_in_events=inputs.n_events, outputs=outputs,
         out_sample=samples, out_row=o_row[take], out_wstart=o_wstart[take],
-        out_slope=o_slope[take], em=em, es=es,
+        out_slope=o_slope[take], em=em, es=es, eps_l=eps_l, deps_l=deps_l,
     )
     return outputs, record
 
@@ -754,6 +804,38 @@ class ForcedSpikes:
     times: np.ndarray
     grads: np.ndarray
     max_dt_du: float = 4.0
+
+
+def last_rise_times(record: DenseRecord, samples, neurons) -> np.ndarray:
+    """For each (sample, neuron): the latest time after its last spike at which its
+    potential was rising (the official code's placement of the supervisory spike,
+    in continuous time: an interval end where u' > 0, or a maximum of u); t_end
+    where it never rises.
+
+    Parameters
+    ----------
+    record : DenseRecord
+    samples, neurons : array_like of int, shape (n,)
+
+    Returns
+    -------
+    ndarray float64 (n,)
+    """
+    smp = np.ascontiguousarray(samples, dtype=np.int64).reshape(-1)
+    nrn = np.ascontiguousarray(neurons, dtype=np.int64).reshape(-1)
+    out = np.full(smp.size, record.t_end)
+    g = record.groups
+    n_out = record.weight.shape[0]
+    if record.dense:
+        cur, run, W = record.currents, record.group_run, np.zeros((0, 0))
+    else:
+        cur, run, W = np.zeros((0, n_out)), np.zeros(0, np.int64), record.weight
+    o = record.outputs
+    _last_rise_kernel(record.dense, g.group_times, g.group_offsets, g.interval_len, record.em,
+                      record.es, record.eps_l, record.deps_l, cur, run, g.group_event_offsets,
+                      g.event_neuron, g.event_amp, W, o.offsets, o.times, o.neurons, smp, nrn,
+                      record.t_end, record.params.tau_m, record.params.tau_s, out)
+    return out
 
 
 def _forced_spike_list(record: DenseRecord, forced: ForcedSpikes):
