@@ -21,8 +21,11 @@ import os
 
 import numpy as np
 
-from . import mnist
+from . import cifar, fashion_mnist, mnist, nmnist
+from .cifar import load_cifar10, load_cifar100
+from .fashion_mnist import load_fashion_mnist
 from .mnist import load_mnist
+from .nmnist import load_nmnist, open_nmnist, read_nmnist_bin
 from .store import DatasetError, DatasetInfo, DownloadError, resolve_data_dir
 
 __all__ = [
@@ -32,14 +35,24 @@ __all__ = [
     "DownloadError",
     "dataset_checksum",
     "dataset_info",
+    "load_cifar10",
+    "load_cifar100",
     "load_dataset",
+    "load_fashion_mnist",
     "load_mnist",
+    "load_nmnist",
+    "open_nmnist",
+    "read_nmnist_bin",
     "resolve_data_dir",
 ]
 
 #: Registry of the known datasets, by name.
 DATASETS: dict[str, DatasetInfo] = {
     mnist.INFO.name: mnist.INFO,
+    fashion_mnist.INFO.name: fashion_mnist.INFO,
+    cifar.INFO_CIFAR10.name: cifar.INFO_CIFAR10,
+    cifar.INFO_CIFAR100.name: cifar.INFO_CIFAR100,
+    nmnist.INFO.name: nmnist.INFO,  # load() returns (SpikeTrains, labels), not images
 }
 
 
@@ -47,7 +60,7 @@ def _info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        known = ", ".join(sorted(DATASETS))
+        known = ", ".join(DATASETS)  # registry order
         raise ValueError(f"unknown dataset {name!r}; known datasets: {known}") from None
 
 

