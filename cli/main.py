@@ -23,6 +23,9 @@ from eventsnn import __version__
 from eventsnn.config import ENCODERS, TrainConfig
 from eventsnn.loss import SUPERVISION
 
+#: Datasets whose samples are events (loaded as SpikeTrains), refused before any download.
+DATASETS_WITH_EVENTS = ("nmnist",)
+
 #: Exceptions that mean "bad input": reported in one line with exit code 2.
 USER_ERRORS = (ValueError, OSError, KeyError)
 
@@ -127,8 +130,14 @@ def _config_from_options(dataset: str, opts: dict) -> TrainConfig:
 
 def _load_split(name: str, split: str, data_dir, limit):
     from eventsnn.datasets import load_dataset
+    from eventsnn.spikes import SpikeTrains
 
+    if name in DATASETS_WITH_EVENTS:
+        raise click.UsageError(f"{name} holds events, not images: training and evaluation on event "
+                               "datasets are not available in this version")
     x, y = load_dataset(name, split, data_dir)
+    if isinstance(x, SpikeTrains):
+        raise click.UsageError(f"{name} holds events, not images")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x, y

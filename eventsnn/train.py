@@ -30,17 +30,25 @@ from pathlib import Path
 import numpy as np
 
 from . import encode
-from .io import atomic_write
 from .checkpoint import build_network, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .datasets.cifar import MEAN as CIFAR_MEAN
+from .datasets.cifar import STD as CIFAR_STD
 from .engine.sweep import last_rise_times
+from .io import atomic_write
 from .loss import count_loss, readout
 from .network import Network
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .spikes import SpikeTrains
 
-#: Per-dataset pixel normalisation (mean, std) of the official code.
-NORMALISATION = {"mnist": (0.1307, 0.3081)}
+#: Per-dataset pixel normalisation (mean, std) of the official code; per channel
+#: for CIFAR (broadcast over (C, H, W) images).
+NORMALISATION = {
+    "mnist": (0.1307, 0.3081),
+    "fashion_mnist": (0.1307, 0.3081),
+    "cifar10": (np.array(CIFAR_MEAN)[:, None, None], np.array(CIFAR_STD)[:, None, None]),
+    "cifar100": (np.array(CIFAR_MEAN)[:, None, None], np.array(CIFAR_STD)[:, None, None]),
+}
 #: Samples used for the gain initialisation.
 INIT_SAMPLES = 50
 #: Gain search interval and stopping ratio.
@@ -60,11 +68,14 @@ def encode_images(images: np.ndarray, config: TrainConfig) -> SpikeTrains:
     images : ndarray, shape (n, ...), values in [0, 1]
     config : TrainConfig
     """
-    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if isinstance(images, SpikeTrains):
+        raise ValueError(f"{config.dataset} holds events, not images: training on event datasets "
+                         "is not available in this version")
+    x = np.asarray(images, dtype=np.float64)
     if config.encoder == "latency":
-        return encode.latency(x, t_max=config.t_end)
+        return encode.latency(x.reshape(len(x), -1), t_max=config.t_end)
     mean, std = NORMALISATION.get(config.dataset, (0.0, 1.0))
-    return encode.current((x - mean) / std, steps=config.steps)
+    return encode.current(((x - mean) / std).reshape(len(x), -1), steps=config.steps)
 
 
 def _late_rate(spikes: SpikeTrains, t_end: float) -> float:
