@@ -5,12 +5,20 @@ Event-driven Backpropagation" (NeurIPS 2022) with spike times found by exact
 root-finding instead of a discrete clock.
 """
 
-from . import encode
-from .kernels import deps, eps, h
-from .network import Network
-from .neuron import neuron_spike_times, neuron_time_gradients
-from .params import GradParams, NeuronParams
-from .spikes import SpikeTrains
+import os as _os
+
+# numba's OpenMP threads spin while waiting at the end of every parallel loop; on a
+# machine whose cores are shared (another process, BLAS threads) that made training
+# 3x slower with 2 threads than with 1 (docs/performance.md). Passive waiting costs
+# nothing measurable when the cores are free. A value set by the user wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import encode  # noqa: E402
+from .kernels import deps, eps, h  # noqa: E402
+from .network import Network  # noqa: E402
+from .neuron import neuron_spike_times, neuron_time_gradients  # noqa: E402
+from .params import GradParams, NeuronParams  # noqa: E402
+from .spikes import SpikeTrains  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,1219 @@
+"""Convolution and pooling of spike events: exact forward, reverse-time backward.
+
+Convolution (Eqs. 1-3, 12-14)
+-----------------------------
+Neuron indices are flattened (C, H, W) row-major. A convolution maps an input
+of shape (C_in, H, W) to (C_out, H_out, W_out), H_out = (H + 2 pad - k) //
+stride + 1 (W_out likewise), with kernel K[c_out, c_in, dy, dx]. Output neuron
+(c, oy, ox) is an exact SRM neuron whose input events are the events of its
+receptive field -- input (c_in, oy stride - pad + dy, ox stride - pad + dx)
+for dy, dx in [0, k) -- each with efficacy K[c, c_in, dy, dx] a_m. Zero padding:
+padded positions have no events. Same reset rule, windows and Eqs. 12-14 as the
+dense layer (:mod:`eventsnn.engine.sweep`); dL/dK sums over all output
+positions (weight sharing).
+
+Two computations of the same forward, chosen per batch (``path="auto"``):
+
+* dense path (images: few distinct times, every pixel active): the input events
+  are grouped by distinct time per sample (:func:`~eventsnn.engine.sweep.group_events`),
+  consecutive identical groups share one input row, the currents of each
+  distinct row are one BLAS product (im2col of the rows) @ K^T, and all
+  neurons of a sample are swept side by side by the dense layer's own scan
+  kernel (:func:`~eventsnn.engine.sweep._scan`). The backward runs the dense
+  layer's per-neuron kernel (:func:`~eventsnn.engine.sweep._backward_dense`)
+  and contracts its per-run / per-group factors with the im2col rows (dL/dK,
+  BLAS) and the kernel (dL/dt, a gather over the reached outputs).
+* sparse path (hidden-layer spikes, at distinct times): every input event is
+  scattered only to the output *positions* (oy, ox) whose receptive field holds
+  it -- at most ceil(k/stride)^2 of them -- as an entry (event, tap) with tap =
+  (c_in, dy, dx). All C_out channels of one position see the same events at
+  the same times, so one time-ordered list per (sample, position) -- a *unit*
+  -- serves the unit's C_out neurons; the efficacy of an entry for channel c is
+  K[c, tap] a_m. The lists are CSR arrays built by count-then-fill (count the
+  entries of each unit, prefix-sum, fill in time order; nothing capped, nothing
+  dropped except events after t_end), then grouped by distinct time per unit.
+  Each unit is swept through *its own* groups, its C_out neurons side by side,
+  with the dense layer's interval routine
+  (:func:`~eventsnn.engine.sweep._sweep_interval`, exact crossing of
+  :func:`eventsnn.crossing._first_crossing`), so a neuron only ever visits the
+  times of its own input events. Units are independent: the kernels run in
+  parallel over chunks of units, each chunk with its own workspace. The
+  backward takes the dense layer's two steps per unit and channel: the
+  channel's group currents, then for each spike its Eq. 12 denominator and u'
+  over its window and per-group factors G h / D and G (-1/u') eps (windows of
+  one neuron are disjoint), then one pass over the entries of those groups
+  scatters them to dL/dK (Eq. 14, accumulated per chunk and summed) and to
+  dL/dt, dL/da per entry (Eq. 13; an entry belongs to one unit), which are
+  then gathered onto the events per sample: no write races.
+  Memory: the record holds 12 bytes per entry and 16 per unit group (about
+  ceil(k/stride)^2 entries per input event).
+
+Pooling (continuous time)
+-------------------------
+Non-overlapping k x k windows per channel: input (C, H, W) -> (C, H // k,
+W // k). When H or W is not a multiple of k the last H % k rows / W % k columns
+are dropped (floor, as ``torch.nn.functional.max_pool2d``): their events emit
+nothing and get no gradient. The pooled neuron re-emits each input event of its
+window at the same time:
+
+* max: amplitude 1 (for spikes; in general the largest amplitude of the
+  coincident events); backward passes the pooled event's whole gradient g to
+  the input spike that caused it (Eq. 8 holds);
+* avg: amplitude a/k^2 (1/k^2 for a spike); backward passes g/k^2 to the
+  spike -- the rest, the share of the window's silent positions, is lost
+  (the gradient vanishing of plain average pooling);
+* adjusted-avg: forward as avg; backward as max (the 1/n_spike rule with
+  n_spike = 1; Eq. 8 holds).
+
+Coincident spikes -- n > 1 input events of one window at exactly the same time
+(normal with image inputs) -- emit ONE pooled event per (window, distinct
+time): amplitude 1 (the largest amplitude) for max, (sum of the amplitudes)/k^2
+= n/k^2 for avg and adjusted-avg. Backward: max and adjusted-avg split its
+gradient equally, g/n to each coincident spike (Eq. 8 holds); avg gives g/k^2
+to each, losing g (k^2 - n)/k^2, again exactly the share of the silent
+positions of the window at that time. Pooled events are sorted per sample by
+time then neuron; pooling keeps every event (no t_end cut) and ignores the
+neuron parameters. It propagates time gradients only: dL/da of its inputs is
+reported as 0 (the network's backward chain carries dL/dt; spikes have fixed
+amplitude).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
+from ..kernels import deps, eps
+from ..params import GradParams, NeuronParams
+from ..spikes import SpikeTrains
+from .sweep import (PLANNED_SPIKES_PER_NEURON, DenseGrads, EventGroups, ForcedSpikes,
+                    _backward_dense_path, _by_neuron, _count_groups, _dense_group_inputs,
+                    _forced_spike_list, _forced_windows_kernel, _forget_skipped, _hval, _scan,
+                    _sort_spikes, _spike_factors, _sweep_interval, _window_end, group_events)
+
+#: ``path="auto"`` takes the dense (BLAS) path when the input groups reach, on
+#: average, at least this share of the output positions (images reach all of them,
+#: single spikes at distinct times a few).
+CONV_DENSE_REACH = 0.5
+#: Work chunks per thread of the sparse kernels (each chunk owns a workspace).
+CHUNKS_PER_THREAD = 4
+
+POOL_KINDS = ("max", "avg", "adjusted-avg")
+
+
+# ----------------------------------------------------------------------------------
+# geometry
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Shapes of a convolution: input (c_in, h, w), c_out channels, k x k kernel."""
+
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    k: int
+    stride: int = 1
+    padding: int = 0
+
+    def __post_init__(self):
+        for name in ("c_in", "h", "w", "c_out", "k", "stride"):
+            v = getattr(self, name)
+            if int(v) != v or int(v) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if int(self.padding) != self.padding or int(self.padding) < 0:
+            raise ValueError(f"padding must be an integer >= 0, got {self.padding!r}")
+        object.__setattr__(self, "padding", int(self.padding))
+        if self.h_out < 1 or self.w_out < 1:
+            raise ValueError(
+                f"a {self.k}x{self.k} kernel (stride {self.stride}, padding {self.padding}) does not "
+                f"fit the input {self.in_shape}"
+            )
+
+    @property
+    def h_out(self) -> int:
+        return (self.h + 2 * self.padding - self.k) // self.stride + 1
+
+    @property
+    def w_out(self) -> int:
+        return (self.w + 2 * self.padding - self.k) // self.stride + 1
+
+    @property
+    def in_shape(self) -> tuple:
+        return (self.c_in, self.h, self.w)
+
+    @property
+    def out_shape(self) -> tuple:
+        return (self.c_out, self.h_out, self.w_out)
+
+    @property
+    def n_in(self) -> int:
+        return self.c_in * self.h * self.w
+
+    @property
+    def n_pos(self) -> int:
+        """Output positions per channel, h_out * w_out."""
+        return self.h_out * self.w_out
+
+    @property
+    def n_out(self) -> int:
+        return self.c_out * self.n_pos
+
+    @property
+    def n_taps(self) -> int:
+        """Kernel entries per output channel, c_in * k * k."""
+        return self.c_in * self.k * self.k
+
+    @property
+    def weight_shape(self) -> tuple:
+        return (self.c_out, self.c_in, self.k, self.k)
+
+    def scalars(self) -> tuple:
+        """(c_in, h, w, k, stride, padding, h_out, w_out) for the compiled kernels."""
+        return (self.c_in, self.h, self.w, self.k, self.stride, self.padding, self.h_out, self.w_out)
+
+
+def check_conv_weight(weight, geom: ConvGeometry) -> np.ndarray:
+    """The kernel as a C-contiguous float64 array of shape ``geom.weight_shape``."""
+    w = np.ascontiguousarray(weight, dtype=np.float64)
+    if w.shape != geom.weight_shape:
+        raise ValueError(f"weight must have shape {geom.weight_shape}, got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weight contains NaN or inf")
+    return w
+
+
+def dense_equivalent(weight, geom: ConvGeometry) -> np.ndarray:
+    """The (n_out, n_in) dense weight matrix of the convolution (zeros outside the
+    receptive fields): the conv layer equals a dense layer with these weights.
+    For tests and inspection (size n_out x n_in)."""
+    K = check_conv_weight(weight, geom)
+    full = np.zeros((geom.n_out, geom.n_in))
+    _dense_equivalent_kernel(K.reshape(geom.c_out, -1), *geom.scalars(), full)
+    return full
+
+
+def receptive_field(neuron: int, weight, geom: ConvGeometry):
+    """Input neurons and effective weights of one output neuron.
+
+    Returns
+    -------
+    sources : ndarray int64 — input neuron indices (increasing).
+    weights : ndarray float64 — K[c, c_in, dy, dx] of each source.
+    """
+    K = check_conv_weight(weight, geom)
+    n = int(neuron)
+    if not 0 <= n < geom.n_out:
+        raise IndexError(f"neuron {neuron} out of range for {geom.n_out} neurons")
+    c, p = divmod(n, geom.n_pos)
+    oy, ox = divmod(p, geom.w_out)
+    src, wts = [], []
+    for ci in range(geom.c_in):
+        for dy in range(geom.k):
+            y = oy * geom.stride - geom.padding + dy
+            if not 0 <= y < geom.h:
+                continue
+            for dx in range(geom.k):
+                x = ox * geom.stride - geom.padding + dx
+                if 0 <= x < geom.w:
+                    src.append((ci * geom.h + y) * geom.w + x)
+                    wts.append(K[c, ci, dy, dx])
+    return np.array(src, dtype=np.int64), np.array(wts, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------
+# compiled kernels: geometry
+# ----------------------------------------------------------------------------------
+@njit(cache=True)
+def _reach(y, k, stride, pad, n_out_dim):
+    """Output rows oy in [lo, hi] whose window (oy stride - pad + [0, k)) holds input row y."""
+    num = y + pad - k + 1
+    lo = 0 if num <= 0 else (num + stride - 1) // stride
+    hi = min((y + pad) // stride, n_out_dim - 1)
+    return lo, hi
+
+
+@njit(cache=True)
+def _dense_equivalent_kernel(K2, c_in, h, w, k, stride, pad, ho, wo, full):
+    P = ho * wo
+    for co in range(K2.shape[0]):
+        for oy in range(ho):
+            for ox in range(wo):
+                i = co * P + oy * wo + ox
+                for ci in range(c_in):
+                    for dy in range(k):
+                        y = oy * stride - pad + dy
+                        if y < 0 or y >= h:
+                            continue
+                        for dx in range(k):
+                            x = ox * stride - pad + dx
+                            if x < 0 or x >= w:
+                                continue
+                            full[i, (ci * h + y) * w + x] = K2[co, (ci * k + dy) * k + dx]
+
+
+@njit(cache=True, parallel=True)
+def _im2col(X, c_in, h, w, k, stride, pad, ho, wo, cols):
+    """cols[r, oy*wo + ox, (ci*k + dy)*k + dx] = X[r, (ci, oy stride - pad + dy, ox stride - pad + dx)]
+    (0 in the padding). X: (n_rows, c_in h w); cols: (n_rows, ho wo, c_in k k)."""
+    for r in prange(X.shape[0]):
+        Xr = X[r]
+        for oy in range(ho):
+            for ox in range(wo):
+                row = cols[r, oy * wo + ox]
+                for ci in range(c_in):
+                    for dy in range(k):
+                        y = oy * stride - pad + dy
+                        for dx in range(k):
+                            x = ox * stride - pad + dx
+                            t = (ci * k + dy) * k + dx
+                            if y < 0 or y >= h or x < 0 or x >= w:
+                                row[t] = 0.0
+                            else:
+                                row[t] = Xr[(ci * h + y) * w + x]
+
+
+# ----------------------------------------------------------------------------------
+# compiled kernels: sparse path (units = (sample, output position))
+# ----------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def _count_entries(times, neurons, offsets, t_end, c_in, h, w, k, stride, pad, ho, wo,
+                   unit_counts):
+    """unit_counts[s*P + p] = number of kept events of sample s reaching position p."""
+    P = ho * wo
+    hw = h * w
+    for s in prange(offsets.size - 1):
+        base = s * P
+        for m in range(offsets[s], offsets[s + 1]):
+            if times[m] > t_end:
+                continue
+            rem = neurons[m] % hw
+            y = rem // w
+            x = rem % w
+            ylo, yhi = _reach(y, k, stride, pad, ho)
+            xlo, xhi = _reach(x, k, stride, pad, wo)
+            for oy in range(ylo, yhi + 1):
+                for ox in range(xlo, xhi + 1):
+                    unit_counts[base + oy * wo + ox] += 1
+
+
+@njit(cache=True, parallel=True)
+def _fill_entries(times, neurons, offsets, t_end, c_in, h, w, k, stride, pad, ho, wo,
+                  unit_entry_offsets, cursor, ent_event, ent_tap, unit_groups):
+    """Entries (event, tap) of every unit in time order (events are sorted per sample);
+    counts the distinct times of each unit into ``unit_groups``."""
+    P = ho * wo
+    hw = h * w
+    for s in prange(offsets.size - 1):
+        base = s * P
+        for m in range(offsets[s], offsets[s + 1]):
+            t = times[m]
+            if t > t_end:
+                continue
+            j = neurons[m]
+            ci = j // hw
+            rem = j % hw
+            y = rem // w
+            x = rem % w
+            ylo, yhi = _reach(y, k, stride, pad, ho)
+            xlo, xhi = _reach(x, k, stride, pad, wo)
+            for oy in range(ylo, yhi + 1):
+                dy = y + pad - oy * stride
+                for ox in range(xlo, xhi + 1):
+                    dx = x + pad - ox * stride
+                    u = base + oy * wo + ox
+                    e = cursor[u]
+                    if e == unit_entry_offsets[u] or times[ent_event[e - 1]] != t:
+                        unit_groups[u] += 1
+                    ent_event[e] = m
+                    ent_tap[e] = (ci * k + dy) * k + dx
+                    cursor[u] = e + 1
+
+
+@njit(cache=True, parallel=True)
+def _fill_unit_groups(times, unit_entry_offsets, unit_group_offsets, ent_event, group_times,
+                      group_entry_offsets):
+    """Groups (distinct times) of every unit: time and first entry."""
+    n_units = unit_entry_offsets.size - 1
+    for u in prange(n_units):
+        g = unit_group_offsets[u] - 1
+        for e in range(unit_entry_offsets[u], unit_entry_offsets[u + 1]):
+            t = times[ent_event[e]]
+            if g < unit_group_offsets[u] or t != group_times[g]:
+                g += 1
+                group_times[g] = t
+                group_entry_offsets[g] = e
+    group_entry_offsets[group_entry_offsets.size - 1] = unit_entry_offsets[n_units]
+
+
+@njit(cache=True)
+def _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, ilen, em, es, eps_l, deps_l):
+    """Interval lengths L and exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L) of the groups
+    g0..g1-1 of one unit (workspace rows), from two transcendental calls per interval
+    (the stable forms of :mod:`eventsnn.kernels`)."""
+    slow = max(tau_m, tau_s)
+    fast = min(tau_m, tau_s)
+    delta = (slow - fast) / (slow * fast)
+    abs_a = tau_m / abs(tau_m - tau_s)
+    m_slow = tau_m >= tau_s
+    for j in range(g1 - g0):
+        nxt = group_times[g0 + j + 1] if g0 + j + 1 < g1 else t_end
+        L = nxt - group_times[g0 + j]
+        ilen[j] = L
+        e_slow = math.exp(-L / slow)
+        x = math.expm1(-L * delta)
+        e_fast = e_slow * (1.0 + x)
+        em[j] = e_slow if m_slow else e_fast
+        es[j] = e_fast if m_slow else e_slow
+        eps_l[j] = -abs_a * e_slow * x
+        deps_l[j] = e_slow * (1.0 / tau_s + abs_a / fast * x)
+
+
+@njit(cache=True, parallel=True)
+def _scan_units(chunk_units, unit_group_offsets, group_times, group_entry_offsets, ent_event,
+                ent_tap, amps, KT, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R, skip,
+                wstart, cand, ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row, o_neuron,
+                o_time, o_slope, o_wstart):
+    """Forward of every unit (parallel over chunks of units; chunk c owns row c of the
+    workspaces V, R, skip, wstart, cand (C_out) and ilen, em, es, eps_l, deps_l (max
+    groups per unit)). Spikes of unit u go to its region of the output buffers, with
+    the channel as neuron and unit-relative rows/window starts."""
+    c_out = KT.shape[1]
+    for c in prange(chunk_units.size - 1):
+        Vc, Rc, Kc, Wc, Cc = V[c], R[c], skip[c], wstart[c], cand[c]
+        Lc, EMc, ESc, EPc, DPc = ilen[c], em[c], es[c], eps_l[c], deps_l[c]
+        for u in range(chunk_units[c], chunk_units[c + 1]):
+            g0 = unit_group_offsets[u]
+            g1 = unit_group_offsets[u + 1]
+            n_g = g1 - g0
+            n = 0
+            if n_g:
+                _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, Lc, EMc, ESc, EPc, DPc)
+                for i in range(c_out):
+                    Vc[i] = 0.0
+                    Rc[i] = 0.0
+                    Kc[i] = False
+                    Wc[i] = 0
+                gt = group_times[g0:g1]
+                base = cap_offsets[u]
+                cap = cap_offsets[u + 1] - base
+                for j in range(n_g):
+                    for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
+                        a = amps[ent_event[e]]
+                        row = KT[ent_tap[e]]
+                        for i in range(c_out):
+                            Rc[i] += a * row[i]
+                    _forget_skipped(Vc, Rc, Kc)
+                    n = _sweep_interval(Vc, Rc, Kc, Wc, Cc, j, n_g, gt, Lc, EMc, ESc, EPc, DPc,
+                                        tau_m, tau_s, theta, t_end, rtol, max_iter, o_row,
+                                        o_neuron, o_time, o_slope, o_wstart, base, cap, n)
+            counts[u] = n
+
+
+@njit(cache=True, parallel=True)
+def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets, group_times,
+                    group_entry_offsets, ent_event, ent_tap, amps, KT, t_end, out_channel, out_row,
+                    out_time, out_slope, out_wstart, grad, code, tau_m, tau_s, tau_grad,
+                    max_dt_du, drop_nonpositive, recompute_slope, min_slope, need_input, em_w,
+                    es_w, eg_w, ctop_w, cur_w, beta_w, gamma_w, dKT_c, ent_dt, ent_da, flags):
+    """Sparse path backward (parallel over chunks of units; chunk c owns row c of every
+    workspace). Per unit and channel, the two steps of the dense layer's backward, on
+    the groups up to the channel's last window:
+
+    1. the channel's group currents cur[g] = sum_e K[c, tap_e] a_e; for each of its
+       spikes the Eq. 12 denominator and u' over the window, and the per-group factors
+       beta[g] += G h / D (Eq. 12) and gamma[g] += G dt/du eps (Eq. 14) (windows of
+       one neuron are disjoint);
+    2. one pass over those groups' entries: dKT_c[c][tap, channel] += a gamma[g]
+       (Eq. 14) and, with ``need_input``, ent_dt[e] += a K[channel, tap] beta[g]
+       (Eq. 13), ent_da[e] += K[channel, tap] gamma[g] (an entry belongs to one unit:
+       no races).
+
+    Workspaces: em_w, es_w, eg_w (max groups), ctop_w (C_out), cur_w, beta_w, gamma_w
+    (C_out, max groups). Rows and window starts are absolute group indices; ``flags``
+    as the dense layer."""
+    a = tau_m / (tau_m - tau_s)
+    c_out = KT.shape[1]
+    for c in prange(chunk_units.size - 1):
+        EMc, ESc, EGc, top = em_w[c], es_w[c], eg_w[c], ctop_w[c]
+        CUR, BET, GAM = cur_w[c], beta_w[c], gamma_w[c]
+        dKT = dKT_c[c]
+        for u in range(chunk_units[c], chunk_units[c + 1]):
+            q0 = unit_spike_offsets[u]
+            q1 = unit_spike_offsets[u + 1]
+            if q0 == q1:
+                continue
+            g0 = unit_group_offsets[u]
+            g1 = unit_group_offsets[u + 1]
+            for i in range(c_out):
+                top[i] = 0
+            n_top = 0
+            for q in range(q0, q1):
+                kk = by_unit[q]
+                t = min(out_row[kk] + 2, g1) - g0  # a window ends at row + 1 at most
+                top[out_channel[kk]] = max(top[out_channel[kk]], t)
+                n_top = max(n_top, t)
+            for j in range(n_top):
+                g = g0 + j
+                nxt = group_times[g + 1] if g + 1 < g1 else t_end
+                L = nxt - group_times[g]
+                EMc[j] = math.exp(-L / tau_m)
+                ESc[j] = math.exp(-L / tau_s)
+                EGc[j] = math.exp(-L / tau_grad)
+            for i in range(c_out):
+                Ci, Bi, Gi = CUR[i], BET[i], GAM[i]
+                for j in range(top[i]):
+                    cur = 0.0
+                    for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
+                        cur += amps[ent_event[e]] * KT[ent_tap[e], i]
+                    Ci[j] = cur
+                    Bi[j] = 0.0
+                    Gi[j] = 0.0
+            for q in range(q0, q1):
+                kk = by_unit[q]
+                co = out_channel[kk]
+                Ci, Bi, Gi = CUR[co], BET[co], GAM[co]
+                tk = out_time[kk]
+                ws = out_wstart[kk]
+                we = _window_end(group_times, unit_group_offsets, u, out_row[kk], tk)
+                if we <= ws:
+                    flags[kk] = 3
+                    continue
+                lag = tk - group_times[we - 1]
+                e_m0 = math.exp(-lag / tau_m)
+                e_s0 = math.exp(-lag / tau_s)
+                e_g0 = math.exp(-lag / tau_grad)
+                denom = 0.0
+                du = 0.0
+                e_m, e_s, e_g = e_m0, e_s0, e_g0
+                for j in range(we - 1 - g0, ws - 1 - g0, -1):
+                    cur = Ci[j]
+                    denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                    du += cur * a * (e_s / tau_s - e_m / tau_m)
+                    if j > ws - g0:
+                        e_m *= EMc[j - 1]
+                        e_s *= ESc[j - 1]
+                        e_g *= EGc[j - 1]
+                slope = max(du, min_slope) if recompute_slope else out_slope[kk]
+                f, share, wgt = _spike_factors(denom, slope, grad[kk], max_dt_du, drop_nonpositive)
+                flags[kk] = f
+                e_m, e_s, e_g = e_m0, e_s0, e_g0
+                for j in range(we - 1 - g0, ws - 1 - g0, -1):
+                    Gi[j] += wgt * a * (e_m - e_s)
+                    Bi[j] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                    if j > ws - g0:
+                        e_m *= EMc[j - 1]
+                        e_s *= ESc[j - 1]
+                        e_g *= EGc[j - 1]
+            for i in range(c_out):
+                Bi, Gi = BET[i], GAM[i]
+                for j in range(top[i]):
+                    bv = Bi[j]
+                    gv = Gi[j]
+                    if bv == 0.0 and gv == 0.0:
+                        continue
+                    for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
+                        tap = ent_tap[e]
+                        am = amps[ent_event[e]]
+                        dKT[tap, i] += am * gv
+                        if need_input:
+                            kv = KT[tap, i]
+                            ent_dt[e] += am * kv * bv
+                            ent_da[e] += kv * gv
+
+
+@njit(cache=True, parallel=True)
+def _entries_to_events(unit_entry_offsets, n_pos, ent_event, ent_dt, ent_da, d_times, d_amps):
+    """d_times[m] += sum of the entries of event m (parallel over samples: the entries of a
+    sample's units are contiguous and only hold that sample's events)."""
+    n_samples = (unit_entry_offsets.size - 1) // n_pos
+    for s in prange(n_samples):
+        for e in range(unit_entry_offsets[s * n_pos], unit_entry_offsets[(s + 1) * n_pos]):
+            m = ent_event[e]
+            d_times[m] += ent_dt[e]
+            d_amps[m] += ent_da[e]
+
+
+# ----------------------------------------------------------------------------------
+# compiled kernels: dense path backward
+# ----------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def _dense_event_grads(event_group, event_neuron, event_amp, beta_t, gamma_t, K2, c_in, h, w, k,
+                       stride, pad, ho, wo, d_times, d_amps):
+    """Eq. 13 on the dense path: for kept event e (group g, input j),
+    d_times[e] = a_e sum_(c, p reached) K[c, tap] beta[g, (c, p)] and
+    d_amps[e] = sum K[c, tap] gamma[g, (c, p)] (beta_t, gamma_t: (n_groups, n_out))."""
+    P = ho * wo
+    hw = h * w
+    c_out = K2.shape[0]
+    for e in prange(event_group.size):
+        g = event_group[e]
+        j = event_neuron[e]
+        ci = j // hw
+        rem = j % hw
+        y = rem // w
+        x = rem % w
+        ylo, yhi = _reach(y, k, stride, pad, ho)
+        xlo, xhi = _reach(x, k, stride, pad, wo)
+        bt = 0.0
+        ba = 0.0
+        bg = beta_t[g]
+        gg = gamma_t[g]
+        for oy in range(ylo, yhi + 1):
+            dy = y + pad - oy * stride
+            for ox in range(xlo, xhi + 1):
+                dx = x + pad - ox * stride
+                tap = (ci * k + dy) * k + dx
+                p = oy * wo + ox
+                for co in range(c_out):
+                    kv = K2[co, tap]
+                    bt += kv * bg[co * P + p]
+                    ba += kv * gg[co * P + p]
+        d_times[e] = bt * event_amp[e]
+        d_amps[e] = ba
+
+
+# ----------------------------------------------------------------------------------
+# host side: convolution
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class UnitLists:
+    """Sparse path: the time-ordered input lists of every unit u = s * n_pos + p.
+
+    Attributes
+    ----------
+    unit_entry_offsets : int64 (n_units + 1,) — unit u owns entries [.., ..).
+    unit_group_offsets : int64 (n_units + 1,) — unit u owns groups [.., ..).
+    group_times : float64 (n_groups,) — distinct input times of each unit, increasing.
+    group_entry_offsets : int64 (n_groups + 1,) — group g owns entries [.., ..).
+    ent_event : int64 (n_entries,) — index of the entry's event in the input SpikeTrains.
+    ent_tap : int32 (n_entries,) — (c_in * k + dy) * k + dx.
+    amplitudes : float64 (n_in_events,) — the input amplitudes.
+    """
+
+    unit_entry_offsets: np.ndarray
+    unit_group_offsets: np.ndarray
+    group_times: np.ndarray
+    group_entry_offsets: np.ndarray
+    ent_event: np.ndarray
+    ent_tap: np.ndarray
+    amplitudes: np.ndarray
+
+    @property
+    def n_entries(self) -> int:
+        return self.ent_event.size
+
+    @property
+    def max_groups(self) -> int:
+        d = np.diff(self.unit_group_offsets)
+        return int(d.max()) if d.size else 0
+
+
+@dataclass(frozen=True, eq=False)
+class ConvRecord:
+    """What the reverse sweep of a convolution needs from its forward pass.
+
+    Attributes
+    ----------
+    params, t_end, geometry
+    weight : ndarray (C_out, C_in, k, k) — the effective kernel used.
+    n_in_events : int
+    outputs : SpikeTrains
+    out_sample, out_row, out_wstart : int64 (n_spikes,) aligned with ``outputs``: sample,
+        interval group and first window group (absolute indices into the path's groups).
+    out_slope : float64 (n_spikes,) — u'(t_k).
+    groups, currents, X, group_run, em, es, eps_l, deps_l : dense path only (else None),
+        as in :class:`~eventsnn.engine.sweep.DenseRecord` (currents (n_runs, n_out),
+        X (n_runs, n_in)).
+    units : UnitLists or None — sparse path only.
+    out_unit, out_channel : int64 (n_spikes,) or None — sparse path only.
+    """
+
+    params: NeuronParams
+    t_end: float
+    geometry: ConvGeometry
+    weight: np.ndarray
+    n_in_events: int
+    outputs: SpikeTrains
+    out_sample: np.ndarray
+    out_row: np.ndarray
+    out_wstart: np.ndarray
+    out_slope: np.ndarray
+    groups: EventGroups | None = None
+    currents: np.ndarray | None = None
+    X: np.ndarray | None = None
+    group_run: np.ndarray | None = None
+    em: np.ndarray | None = None
+    es: np.ndarray | None = None
+    eps_l: np.ndarray | None = None
+    deps_l: np.ndarray | None = None
+    units: UnitLists | None = None
+    out_unit: np.ndarray | None = None
+    out_channel: np.ndarray | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.currents is not None
+
+
+class ConvGrads(DenseGrads):
+    """Result of :func:`conv_backward`: as :class:`~eventsnn.engine.sweep.DenseGrads`,
+    with ``d_weight`` of shape (C_out, C_in, k, k) (dL/dK of the effective kernel)."""
+
+
+def _chunks(n_units: int) -> np.ndarray:
+    n = max(1, min(n_units, CHUNKS_PER_THREAD * numba.get_num_threads()))
+    return np.linspace(0, n_units, n + 1).round().astype(np.int64)
+
+
+def choose_path(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> str:
+    """"dense" when the input groups (distinct times per sample) reach on average at
+    least ``CONV_DENSE_REACH`` of the output positions, else "sparse"."""
+    counts = np.zeros((inputs.n_samples, 2), dtype=np.int64)
+    _count_groups(inputs.times, inputs.offsets, float(t_end), counts)
+    n_events, n_groups = int(counts[:, 0].sum()), int(counts[:, 1].sum())
+    if not n_groups:
+        return "sparse"
+    side = -(-geom.k // geom.stride)  # ceil(k / stride): output rows reached by one input row
+    reach = min(side * side, geom.n_pos)
+    return "dense" if n_events * reach >= CONV_DENSE_REACH * n_groups * geom.n_pos else "sparse"
+
+
+def _spike_buffers(total: int):
+    return (np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total),
+            np.empty(total), np.empty(total, dtype=np.int64))
+
+
+def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
+    S = inputs.n_samples
+    n_out = geom.n_out
+    groups = group_events(inputs, t_end)
+    G = groups.n_groups
+    X = np.zeros((G, geom.n_in))
+    _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
+    new_run = np.ones(G, dtype=bool)
+    new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
+    Xu = np.ascontiguousarray(X[new_run])
+    group_run = np.cumsum(new_run) - 1
+    n_runs = Xu.shape[0]
+    cols = np.empty((n_runs, geom.n_pos, geom.n_taps))
+    _im2col(Xu, *geom.scalars(), cols)
+    K2 = K.reshape(geom.c_out, geom.n_taps)
+    cur = cols.reshape(n_runs * geom.n_pos, geom.n_taps) @ K2.T          # (runs*P, C_out)
+    currents = np.ascontiguousarray(cur.reshape(n_runs, geom.n_pos, geom.c_out).transpose(0, 2, 1)
+                                    ).reshape(n_runs, n_out)
+    em = np.exp(-groups.interval_len / params.tau_m)
+    es = np.exp(-groups.interval_len / params.tau_s)
+    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
+    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
+    V = np.zeros((S, n_out))
+    R = np.zeros((S, n_out))
+    skip = np.zeros((S, n_out), dtype=np.bool_)
+    wst = np.zeros((S, n_out), dtype=np.int64)
+    cand = np.zeros((S, n_out), dtype=np.bool_)
+    counts = np.zeros(S, dtype=np.int64)
+    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
+    while True:
+        cap_offsets = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(caps, out=cap_offsets[1:])
+        o_row, o_neuron, o_time, o_slope, o_wstart = _spike_buffers(int(cap_offsets[-1]))
+        if S:
+            _scan(True, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
+                  eps_l, deps_l, currents, group_run, groups.group_event_offsets,
+                  groups.event_neuron, groups.event_amp, np.zeros((0, n_out)), params.tau_m, params.tau_s, params.threshold, t_end,
+                  rtol, max_iter, V, R, skip, wst, cand, cap_offsets, counts, o_row, o_neuron,
+                  o_time, o_slope, o_wstart)
+        if np.all(counts <= caps):
+            break
+        caps = counts.copy()  # more spikes than planned: re-run with exact sizes
+    n_spk = int(counts.sum())
+    take = np.empty(n_spk, dtype=np.int64)
+    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
+    return ConvRecord(
+        params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,
+        outputs=outputs, out_sample=np.repeat(np.arange(S, dtype=np.int64), counts),
+        out_row=o_row[take], out_wstart=o_wstart[take], out_slope=o_slope[take], groups=groups,
+        currents=currents, X=Xu, group_run=group_run, em=em, es=es, eps_l=eps_l, deps_l=deps_l,
+    )
+
+
+def build_unit_lists(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> UnitLists:
+    """Scatter every kept input event (t <= t_end) to the output positions it reaches:
+    the CSR lists of the sparse path, by count-then-fill (see the module docstring)."""
+    S = inputs.n_samples
+    U = S * geom.n_pos
+    g = geom.scalars()
+    t_end = float(t_end)
+    unit_counts = np.zeros(U, dtype=np.int64)
+    _count_entries(inputs.times, inputs.neurons, inputs.offsets, t_end, *g, unit_counts)
+    unit_entry_offsets = np.zeros(U + 1, dtype=np.int64)
+    np.cumsum(unit_counts, out=unit_entry_offsets[1:])
+    E = int(unit_entry_offsets[-1])
+    ent_event = np.empty(E, dtype=np.int64)
+    ent_tap = np.empty(E, dtype=np.int32)
+    unit_groups = np.zeros(U, dtype=np.int64)
+    _fill_entries(inputs.times, inputs.neurons, inputs.offsets, t_end, *g, unit_entry_offsets,
+                  unit_entry_offsets[:-1].copy(), ent_event, ent_tap, unit_groups)
+    unit_group_offsets = np.zeros(U + 1, dtype=np.int64)
+    np.cumsum(unit_groups, out=unit_group_offsets[1:])
+    G = int(unit_group_offsets[-1])
+    group_times = np.empty(G)
+    group_entry_offsets = np.empty(G + 1, dtype=np.int64)
+    _fill_unit_groups(inputs.times, unit_entry_offsets, unit_group_offsets, ent_event, group_times,
+                      group_entry_offsets)
+    return UnitLists(unit_entry_offsets, unit_group_offsets, group_times, group_entry_offsets,
+                     ent_event, ent_tap, inputs.amplitudes)
+
+
+def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
+    S = inputs.n_samples
+    P = geom.n_pos
+    U = S * P
+    c_out = geom.c_out
+    if inputs.n_events and inputs.times.min() < 0.0:
+        raise ValueError("input event times must be >= 0 (the simulation window starts at 0)")
+    ul = build_unit_lists(inputs, geom, t_end)
+    KT = np.ascontiguousarray(K.reshape(c_out, geom.n_taps).T)
+    chunk_units = _chunks(U)
+    nc = chunk_units.size - 1
+    mg = max(ul.max_groups, 1)
+    V, R = np.zeros((nc, c_out)), np.zeros((nc, c_out))
+    skip = np.zeros((nc, c_out), dtype=np.bool_)
+    wst = np.zeros((nc, c_out), dtype=np.int64)
+    cand = np.zeros((nc, c_out), dtype=np.bool_)
+    work = [np.empty((nc, mg)) for _ in range(5)]
+    counts = np.zeros(U, dtype=np.int64)
+    caps = np.minimum(np.diff(ul.unit_group_offsets), PLANNED_SPIKES_PER_NEURON) * c_out
+    while True:
+        cap_offsets = np.zeros(U + 1, dtype=np.int64)
+        np.cumsum(caps, out=cap_offsets[1:])
+        o_row, o_chan, o_time, o_slope, o_wstart = _spike_buffers(int(cap_offsets[-1]))
+        if U:
+            _scan_units(chunk_units, ul.unit_group_offsets, ul.group_times, ul.group_entry_offsets,
+                        ul.ent_event, ul.ent_tap, ul.amplitudes, KT, params.tau_m, params.tau_s,
+                        params.threshold, t_end, rtol, max_iter, V, R, skip, wst, cand, *work,
+                        cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart)
+        if np.all(counts <= caps):
+            break
+        caps = counts.copy()  # more spikes than planned: re-run with exact sizes
+    n_spk = int(counts.sum())
+    unit = np.repeat(np.arange(U, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    take = cap_offsets[unit] + (np.arange(n_spk, dtype=np.int64) - first[unit])
+    chan = o_chan[take]
+    neuron = chan * P + unit % P
+    sample = unit // P
+    times = o_time[take]
+    order = np.lexsort((neuron, times, sample))
+    take, unit, chan, neuron, sample, times = (a[order] for a in (take, unit, chan, neuron, sample, times))
+    g0 = ul.unit_group_offsets[unit]
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sample, minlength=S), out=offsets[1:])
+    outputs = SpikeTrains(times, neuron, np.ones(n_spk), offsets, geom.n_out)
+    return ConvRecord(
+        params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,
+        outputs=outputs, out_sample=sample, out_row=o_row[take] + g0,
+        out_wstart=o_wstart[take] + g0, out_slope=o_slope[take], units=ul, out_unit=unit,
+        out_channel=chan,
+    )
+
+
+def conv_forward(inputs: SpikeTrains, weight, geometry: ConvGeometry, params: NeuronParams,
+                 t_end: float, *, path: str = "auto", rtol: float = CROSSING_RTOL,
+                 max_iter: int = CROSSING_MAX_ITER):
+    """Exact forward of a convolution of SRM neurons over a batch.
+
+    Parameters
+    ----------
+    inputs : SpikeTrains
+        Input events, ``n_neurons = C_in H W`` (flattened row-major), times >= 0.
+    weight : array_like float64, shape (C_out, C_in, k, k)
+        Effective kernel (efficacy of an event = K[c, c_in, dy, dx] a_m).
+    geometry : ConvGeometry
+    params : NeuronParams
+    t_end : float
+        End of the simulation window (0, t_end]; later events are ignored.
+    path : {"auto", "dense", "sparse"}
+        Computation of the currents (same result): BLAS on distinct group rows
+        or per-position event lists (see the module docstring).
+    rtol, max_iter : crossing-solver tolerance and iteration limit.
+
+    Returns
+    -------
+    outputs : SpikeTrains
+        Output spikes (amplitude 1), ``n_neurons = C_out H_out W_out``, sorted per
+        sample by time then neuron.
+    record : ConvRecord
+    """
+    t_end = float(t_end)
+    if not math.isfinite(t_end) or t_end <= 0:
+        raise ValueError(f"t_end must be a finite positive number, got {t_end}")
+    geom = geometry
+    if inputs.n_neurons != geom.n_in:
+        raise ValueError(f"convolution expects {geom.n_in} inputs {geom.in_shape}, "
+                         f"got events from {inputs.n_neurons} neurons")
+    K = check_conv_weight(weight, geom)
+    if path == "auto":
+        path = choose_path(inputs, geom, t_end)
+    if path == "dense":
+        rec = _dense_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter))
+    elif path == "sparse":
+        rec = _sparse_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter))
+    else:
+        raise ValueError(f"path must be 'auto', 'dense' or 'sparse', got {path!r}")
+    return rec.outputs, rec
+
+
+def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad):
+    geom = record.geometry
+    g = record.groups
+    n_out = geom.n_out
+    eg = np.exp(-g.interval_len / gp.tau_grad)
+    real = (record.out_sample, record.outputs.neurons, record.outputs.times, record.out_slope,
+            record.out_row, record.out_wstart)
+    currents_t = np.ascontiguousarray(record.currents.T)
+    n_runs = record.X.shape[0]
+    gamma_run = np.zeros((n_out, n_runs))
+    need_groups = bool(need_input_grad and g.keep.size)
+    shape = (n_out, g.n_groups) if need_groups else (1, 1)
+    beta_g = np.zeros(shape)
+    gamma_g = np.zeros(shape)
+    flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t,
+                                 need_groups, gamma_run, beta_g, gamma_g)
+    if forced is not None and forced.times.size:
+        smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
+        _backward_dense_path(record, gp, (smp, nrn, tms, np.ones(tms.size), rows, wstart), fgrad,
+                             True, 1.0 / forced.max_dt_du, forced.max_dt_du, eg, currents_t,
+                             need_groups, gamma_run, beta_g, gamma_g)
+    cols = np.empty((n_runs, geom.n_pos, geom.n_taps))
+    _im2col(record.X, *geom.scalars(), cols)
+    gam = gamma_run.reshape(geom.c_out, geom.n_pos, n_runs).transpose(0, 2, 1).reshape(geom.c_out, -1)
+    d_weight = (gam @ cols.reshape(n_runs * geom.n_pos, geom.n_taps)).reshape(geom.weight_shape)
+    d_times_k = np.zeros(g.keep.size)
+    d_amps_k = np.zeros(g.keep.size)
+    if need_groups:
+        _dense_event_grads(g.event_group, g.event_neuron, g.event_amp,
+                           np.ascontiguousarray(beta_g.T), np.ascontiguousarray(gamma_g.T),
+                           record.weight.reshape(geom.c_out, geom.n_taps), *geom.scalars(),
+                           d_times_k, d_amps_k)
+    d_times = np.zeros(record.n_in_events)
+    d_amps = np.zeros(record.n_in_events)
+    if need_input_grad:
+        d_times[g.keep] = gp.input_grad_scale * d_times_k
+        d_amps[g.keep] = d_amps_k
+    return ConvGrads(d_times=d_times, d_amplitudes=d_amps, d_weight=d_weight, flags=flags)
+
+
+def _sparse_forced(record, forced):
+    """Forced spikes of a sparse-path record with a non-empty window:
+    (unit, channel, time, grad, row, wstart) with absolute rows."""
+    geom = record.geometry
+    ul = record.units
+    P = geom.n_pos
+    U = ul.unit_group_offsets.size - 1
+    smp = np.ascontiguousarray(forced.samples, dtype=np.int64)
+    nrn = np.ascontiguousarray(forced.neurons, dtype=np.int64)
+    tms = np.ascontiguousarray(forced.times, dtype=np.float64)
+    grd = np.ascontiguousarray(forced.grads, dtype=np.float64)
+    units = smp * P + nrn % P
+    chans = nrn // P
+    spike_offsets, by_unit = _by_neuron(record.out_unit, U)
+    rows = np.full(tms.size, -1, dtype=np.int64)
+    wstart = np.zeros(tms.size, dtype=np.int64)
+    _forced_windows_kernel(ul.group_times, ul.unit_group_offsets, spike_offsets,
+                           record.outputs.times[by_unit], record.out_channel[by_unit], units,
+                           chans, tms, rows, wstart)
+    ok = np.flatnonzero(rows >= 0)
+    return units[ok], chans[ok], tms[ok], grd[ok], rows[ok], wstart[ok]
+
+
+def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad):
+    geom = record.geometry
+    ul = record.units
+    p = record.params
+    U = ul.unit_group_offsets.size - 1
+    KT = np.ascontiguousarray(record.weight.reshape(geom.c_out, geom.n_taps).T)
+    chunk_units = _chunks(U)
+    nc = chunk_units.size - 1
+    mg = max(ul.max_groups, 1)
+    em_w, es_w, eg_w = (np.empty((nc, mg)) for _ in range(3))
+    ctop_w = np.empty((nc, geom.c_out), dtype=np.int64)
+    cur_w, beta_w, gamma_w = (np.empty((nc, geom.c_out, mg)) for _ in range(3))
+    dKT_c = np.zeros((nc, geom.n_taps, geom.c_out))
+    E = ul.n_entries if need_input_grad else 0
+    ent_dt = np.zeros(E)
+    ent_da = np.zeros(E)
+
+    def run(units, chans, tms, slope, rows, wstart, g, recompute, min_slope, max_dt_du):
+        flags = np.zeros(tms.size, dtype=np.int8)
+        if tms.size and U:
+            spike_offsets, by_unit = _by_neuron(units, U)
+            _backward_units(chunk_units, spike_offsets, by_unit, ul.unit_group_offsets,
+                            ul.group_times, ul.group_entry_offsets, ul.ent_event, ul.ent_tap,
+                            ul.amplitudes, KT, record.t_end, chans, rows, tms, slope, wstart, g,
+                            gp.code, p.tau_m, p.tau_s, gp.tau_grad, max_dt_du, gp.drop_nonpositive,
+                            recompute, min_slope, bool(need_input_grad), em_w, es_w, eg_w, ctop_w,
+                            cur_w, beta_w, gamma_w, dKT_c,
+                            ent_dt, ent_da, flags)
+        return flags
+
+    flags = run(record.out_unit, record.out_channel, record.outputs.times, record.out_slope,
+                record.out_row, record.out_wstart, grad, False, 0.0, cap)
+    if forced is not None and forced.times.size:
+        units, chans, tms, fgrad, rows, wstart = _sparse_forced(record, forced)
+        run(units, chans, tms, np.ones(tms.size), rows, wstart, fgrad, True,
+            1.0 / forced.max_dt_du, forced.max_dt_du)
+    d_weight = np.ascontiguousarray(dKT_c.sum(axis=0).T).reshape(geom.weight_shape)
+    d_times = np.zeros(record.n_in_events)
+    d_amps = np.zeros(record.n_in_events)
+    if need_input_grad and E:
+        _entries_to_events(ul.unit_entry_offsets, geom.n_pos, ul.ent_event, ent_dt, ent_da,
+                           d_times, d_amps)
+        d_times *= gp.input_grad_scale
+    return ConvGrads(d_times=d_times, d_amplitudes=d_amps, d_weight=d_weight, flags=flags)
+
+
+def _check_forced(forced: ForcedSpikes, record) -> None:
+    n = forced.times.size
+    for name in ("samples", "neurons", "grads"):
+        if getattr(forced, name).size != n:
+            raise ValueError(f"forced.{name} must have one entry per forced spike ({n})")
+    if n:
+        smp, nrn = forced.samples, forced.neurons
+        if smp.min() < 0 or smp.max() >= record.outputs.n_samples:
+            raise ValueError("forced.samples out of range")
+        if nrn.min() < 0 or nrn.max() >= record.geometry.n_out:
+            raise ValueError("forced.neurons out of range")
+
+
+def conv_backward(record: ConvRecord, grad_out, grad_params: GradParams | None = None, *,
+                  need_input_grad: bool = True, forced: ForcedSpikes | None = None) -> ConvGrads:
+    """Reverse-time backward of a convolution (Eqs. 12-14, weight sharing).
+
+    Parameters
+    ----------
+    record : ConvRecord
+        From :func:`conv_forward`.
+    grad_out : array_like float64, shape (n_spikes,)
+        G_k = dL/dt_k of every output spike, aligned with ``record.outputs``.
+    grad_params : GradParams, optional
+        Kernel h and stabilisers (default: "exp", tau_grad 2.5, no stabiliser).
+    need_input_grad : bool
+        Compute ``d_times`` / ``d_amplitudes`` (skip for the first layer).
+    forced : ForcedSpikes, optional
+        Supervisory spikes (as for the dense layer).
+
+    Returns
+    -------
+    ConvGrads
+        ``d_weight`` (C_out, C_in, k, k) = dL/dK summed over all output positions.
+    """
+    gp = grad_params if grad_params is not None else GradParams()
+    grad = np.ascontiguousarray(grad_out, dtype=np.float64).reshape(-1)
+    if grad.size != record.outputs.n_events:
+        raise ValueError(f"grad_out must have one entry per output spike "
+                         f"({record.outputs.n_events}), got {grad.size}")
+    if not np.all(np.isfinite(grad)):
+        raise ValueError("grad_out contains NaN or inf")
+    if forced is not None:
+        forced = ForcedSpikes(*(np.ascontiguousarray(np.reshape(a, -1), dtype=d) for a, d in (
+            (forced.samples, np.int64), (forced.neurons, np.int64), (forced.times, np.float64),
+            (forced.grads, np.float64))), max_dt_du=forced.max_dt_du)
+        _check_forced(forced, record)
+    cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
+    if record.dense:
+        return _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad)
+    return _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad)
+
+
+# ----------------------------------------------------------------------------------
+# pooling
+# ----------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def _pool_kernel(times, neurons, amps, offsets, c, h, w, k, ho, wo, is_max, keys, o_time,
+                 o_neuron, o_amp, o_count, pool_of, counts):
+    """One pooled event per (window, distinct time) of every sample (parallel over
+    samples). Sample s writes its pooled events to slots offsets[s] + 0, 1, ... (at
+    most one per input event), sorted by time then pooled neuron; ``pool_of[m]`` is
+    the slot of input event m (-1: dropped remainder). ``o_amp``: the largest
+    amplitude (max) or the sum of the amplitudes (avg, divided by k^2 by the host).
+    ``keys``: workspace of the size of the input."""
+    hw = h * w
+    P = ho * wo
+    for s in prange(offsets.size - 1):
+        a0 = offsets[s]
+        a1 = offsets[s + 1]
+        n = 0
+        m = a0
+        while m < a1:
+            t = times[m]
+            b = m + 1
+            while b < a1 and times[b] == t:
+                b += 1
+            span = b - m
+            nk = 0
+            for q in range(m, b):
+                j = neurons[q]
+                ci = j // hw
+                rem = j % hw
+                oy = (rem // w) // k
+                ox = (rem % w) // k
+                if oy >= ho or ox >= wo:
+                    pool_of[q] = -1
+                    continue
+                keys[m + nk] = (ci * P + oy * wo + ox) * span + (q - m)
+                nk += 1
+            if nk > 1:
+                keys[m:m + nk].sort()
+            last = -1
+            slot = -1
+            for r in range(m, m + nk):
+                o = keys[r] // span
+                q = m + keys[r] % span
+                if o != last:
+                    slot = a0 + n
+                    n += 1
+                    last = o
+                    o_time[slot] = t
+                    o_neuron[slot] = o
+                    o_amp[slot] = amps[q]
+                    o_count[slot] = 1
+                else:
+                    o_count[slot] += 1
+                    if is_max:
+                        o_amp[slot] = max(o_amp[slot], amps[q])
+                    else:
+                        o_amp[slot] += amps[q]
+                pool_of[q] = slot
+            m = b
+        counts[s] = n
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Non-overlapping k x k pooling of an input (c, h, w) -> (c, h // k, w // k)."""
+
+    c: int
+    h: int
+    w: int
+    k: int
+
+    def __post_init__(self):
+        for name in ("c", "h", "w", "k"):
+            v = getattr(self, name)
+            if int(v) != v or int(v) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.h < self.k or self.w < self.k:
+            raise ValueError(f"a {self.k}x{self.k} pooling does not fit the input {self.in_shape}")
+
+    @property
+    def in_shape(self) -> tuple:
+        return (self.c, self.h, self.w)
+
+    @property
+    def out_shape(self) -> tuple:
+        return (self.c, self.h // self.k, self.w // self.k)
+
+    @property
+    def n_in(self) -> int:
+        return self.c * self.h * self.w
+
+    @property
+    def n_out(self) -> int:
+        return self.c * (self.h // self.k) * (self.w // self.k)
+
+
+@dataclass(frozen=True, eq=False)
+class PoolRecord:
+    """Forward state of a pooling: ``pool_of[m]`` the pooled event of input event m
+    (-1: dropped remainder), ``count`` the coincident inputs of each pooled event."""
+
+    kind: str
+    geometry: PoolGeometry
+    outputs: SpikeTrains
+    pool_of: np.ndarray
+    count: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class PoolGrads:
+    """Result of :func:`pool_backward`: ``d_times`` (n_in_events,), ``d_amplitudes``
+    (zeros: pooling propagates time gradients only), ``flags`` (empty: no windows)."""
+
+    d_times: np.ndarray
+    d_amplitudes: np.ndarray
+    flags: np.ndarray
+
+    n_dropped = 0
+    n_nonpositive = 0
+    n_clamped = 0
+
+
+def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
+    """Continuous-time pooling (see the module docstring for the rule).
+
+    Returns
+    -------
+    outputs : SpikeTrains — pooled events, ``n_neurons = C (H//k) (W//k)``.
+    record : PoolRecord
+    """
+    if kind not in POOL_KINDS:
+        raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
+    geom = geometry
+    if inputs.n_neurons != geom.n_in:
+        raise ValueError(f"pooling expects {geom.n_in} inputs {geom.in_shape}, "
+                         f"got events from {inputs.n_neurons} neurons")
+    n = inputs.n_events
+    S = inputs.n_samples
+    c, ho, wo = geom.out_shape
+    keys = np.empty(n, dtype=np.int64)
+    o_time, o_amp = np.empty(n), np.empty(n)
+    o_neuron, o_count = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    pool_of = np.empty(n, dtype=np.int64)
+    counts = np.zeros(S, dtype=np.int64)
+    _pool_kernel(inputs.times, inputs.neurons, inputs.amplitudes, inputs.offsets, geom.c, geom.h,
+                 geom.w, geom.k, ho, wo, kind == "max", keys, o_time, o_neuron, o_amp, o_count,
+                 pool_of, counts)
+    n_out = int(counts.sum())
+    smp = np.repeat(np.arange(S, dtype=np.int64), counts)
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    take = inputs.offsets[smp] + (np.arange(n_out, dtype=np.int64) - offsets[smp])
+    new_index = np.full(n, -1, dtype=np.int64)
+    new_index[take] = np.arange(n_out, dtype=np.int64)
+    valid = pool_of >= 0
+    pool_of = np.where(valid, new_index[np.where(valid, pool_of, 0)], -1)
+    amp = o_amp[take] if kind == "max" else o_amp[take] / (geom.k * geom.k)
+    outputs = SpikeTrains(o_time[take], o_neuron[take], amp, offsets, geom.n_out)
+    return outputs, PoolRecord(kind, geom, outputs, pool_of, o_count[take])
+
+
+def pool_backward(record: PoolRecord, grad_out) -> PoolGrads:
+    """dL/dt of the input events: g/n (max, adjusted-avg) or g/k^2 (avg) from the
+    pooled event each input event fed (see the module docstring)."""
+    grad = np.ascontiguousarray(grad_out, dtype=np.float64).reshape(-1)
+    if grad.size != record.outputs.n_events:
+        raise ValueError(f"grad_out must have one entry per pooled event "
+                         f"({record.outputs.n_events}), got {grad.size}")
+    if not np.all(np.isfinite(grad)):
+        raise ValueError("grad_out contains NaN or inf")
+    d_times = np.zeros(record.pool_of.size)
+    valid = record.pool_of >= 0
+    src = record.pool_of[valid]
+    if record.kind == "avg":
+        k2 = record.geometry.k * record.geometry.k
+        d_times[valid] = grad[src] / k2
+    else:
+        d_times[valid] = grad[src] / record.count[src]
+    return PoolGrads(d_times=d_times, d_amplitudes=np.zeros(record.pool_of.size),
+                     flags=np.zeros(0, dtype=np.int8))
