@@ -119,3 +119,29 @@ def spike_flow(net: Network, result: ForwardResult, *, sample: int, layer: int, 
         weights=w_row[src[win]], h=h(lags, kernel, tau_m=p.tau_m, tau_s=p.tau_s, tau_grad=tau_grad),
         shares=shares, share_sum=float(np.sum(shares)), slope=slope, kernel=kernel,
     )
+
+
+def gradient_sums(grads, grad_out) -> list:
+    """Total spike-time gradient carried by each layer's events (Eq. 8).
+
+    Parameters
+    ----------
+    grads : Gradients
+        From ``net.backward(..., input_grad=True)``.
+    grad_out : array_like
+        The dL/dt given to ``net.backward`` for the output spikes.
+
+    Returns
+    -------
+    list of float
+        ``[sum(grad_out), sum over the output layer's input events, ..., sum over the
+        network's input events]``: from the output down to the input. Without
+        stabilisers and forced spikes every entry equals the first (Eq. 8); with
+        ``input_grad_scale`` each layer multiplies it by that scale.
+    """
+    sums = [float(np.sum(grad_out))]
+    for ev in reversed(grads.events):
+        if ev is None:
+            raise ValueError("grads has no input-event gradient for the first layer: use input_grad=True")
+        sums.append(float(np.sum(ev)))
+    return sums

@@ -23,3 +23,21 @@ def test_tutorial_trains_and_inspects_a_spike(tmp_path):
     # Eq. 6 for the inspected spike, checked independently of SpikeFlow.share_sum
     assert abs(np.sum(flow.shares) - 1.0) < 1e-9
     assert np.all((flow.times > flow.window[0]) & (flow.times <= flow.window[1]))
+
+
+def test_gradient_sums_conserved_through_a_network():
+    import eventsnn as es
+    from eventsnn.inspect import gradient_sums
+
+    rng = np.random.default_rng(3)
+    net = es.Network.from_arch("30-20-10", n_classes=4, seed=2, weight_norm=False)
+    for layer in net.layers:
+        layer.weight = layer.weight * 3.0 + 0.15
+    result = net.forward(es.encode.current(rng.random((3, 30)), steps=5))
+    assert result.spikes[-1].n_events > 0
+    g = rng.normal(size=result.spikes[-1].n_events)
+    sums = gradient_sums(net.backward(result, g, kernel="exp"), g)
+    assert len(sums) == 4
+    assert np.allclose(sums, np.sum(g), rtol=1e-9, atol=1e-12)
+    scaled = gradient_sums(net.backward(result, g, kernel="exp", input_grad_scale=0.85), g)
+    assert np.allclose(scaled, np.sum(g) * 0.85 ** np.arange(4), rtol=1e-9, atol=1e-12)
