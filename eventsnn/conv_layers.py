@@ -24,8 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine.conv import (POOL_KINDS, ConvGeometry, PoolGeometry, conv_backward, conv_forward,
-                          pool_backward, pool_forward, receptive_field)
+from .engine.conv import (
+    POOL_KINDS,
+    ConvGeometry,
+    PoolGeometry,
+    conv_backward,
+    conv_forward,
+    pool_backward,
+    pool_forward,
+    receptive_field,
+)
 from .engine.sweep import ForcedSpikes
 from .layers import LayerGrads, LayerRecord, standardise, standardise_backward
 from .params import GradParams, NeuronParams

@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 
 from eventsnn import GradParams, NeuronParams, SpikeTrains, neuron_spike_times
 from eventsnn.conv_layers import ConvLayer, PoolLayer
-from eventsnn.engine import conv
-from eventsnn.engine.conv import ConvGeometry, PoolGeometry, conv_backward, conv_forward
+from eventsnn.engine.conv import (
+    ConvGeometry,
+    conv_backward,
+    conv_forward,
+    dense_equivalent,
+)
 from eventsnn.engine.sweep import ForcedSpikes, dense_backward, dense_forward
 from eventsnn.layers import DenseLayer
 
@@ -183,7 +187,7 @@ def test_many_spikes_per_unit():
     K = rng.uniform(4.0, 7.0, geom.weight_shape)
     t_end = float(times[-1] + 5.0)
     for path in ("sparse", "dense"):
-        out, rec = conv_forward(inputs, K, geom, PARAMS, t_end, path=path)
+        out, _ = conv_forward(inputs, K, geom, PARAMS, t_end, path=path)
         od, _ = dense_forward(inputs, ref_full_weight(K, geom.in_shape, 1, 0)[0], PARAMS, t_end)
         assert out.n_events == od.n_events and out.n_events > 4 * geom.n_out * 4
         np.testing.assert_array_equal(out.neurons, od.neurons)
@@ -387,7 +391,8 @@ def test_eq8_conv(kind, path, kernel):
     for k in rng.choice(out.n_events, size=5, replace=False):
         one = np.zeros(out.n_events)
         one[k] = 1.0
-        assert conv_backward(rec, one, GradParams(kernel=kernel)).d_times.sum() == pytest.approx(1.0, rel=1e-9)
+        eq6 = conv_backward(rec, one, GradParams(kernel=kernel)).d_times.sum()
+        assert eq6 == pytest.approx(1.0, rel=1e-9)
 
 
 @st.composite
@@ -403,8 +408,9 @@ def conv_cases(draw):
         for _ in range(draw(st.integers(0, 25))):
             ev.append((draw(st.integers(0, 10 * 16)) / 16.0, draw(st.integers(0, geom.n_in - 1)),
                        draw(st.sampled_from([0.5, 1.0, 1.5])), s))
-    K = np.array(draw(st.lists(st.integers(-16, 40), min_size=int(np.prod(geom.weight_shape)),
-                               max_size=int(np.prod(geom.weight_shape)))), float).reshape(geom.weight_shape) / 16
+    n_k = int(np.prod(geom.weight_shape))
+    K = np.array(draw(st.lists(st.integers(-16, 40), min_size=n_k, max_size=n_k)), float)
+    K = K.reshape(geom.weight_shape) / 16
     t, j, a, s = (np.array(x) for x in zip(*ev)) if ev else (np.zeros(0), np.zeros(0, np.int64),
                                                             np.zeros(0), np.zeros(0, np.int64))
     return geom, K, SpikeTrains.from_unsorted(t, j, a, s, n_samples, geom.n_in)
@@ -457,6 +463,7 @@ def test_conv_layer_interface():
     assert plain.effective_weight is plain.weight and set(plain.parameters()) == {"weight"}
     src, wts = layer.receptive_field(5)
     full, _ = ref_full_weight(layer.effective_weight, layer.in_shape, 2, 1)
+    np.testing.assert_array_equal(dense_equivalent(layer.effective_weight, layer.geometry), full)
     np.testing.assert_array_equal(src, np.flatnonzero(full[5]))
     np.testing.assert_allclose(wts, full[5, src], rtol=1e-15)
     with pytest.raises(ValueError, match="expects 84 inputs"):
@@ -507,7 +514,7 @@ def test_conv_layer_gradients_finite_differences():
 # ----------------------------------------------------------------------------------
 def ref_pool(inputs, in_shape, k, kind):
     """Pooled events by dictionaries: one per (sample, window, distinct time)."""
-    c, h, w = in_shape
+    _, h, w = in_shape
     ho, wo = h // k, w // k
     events = {}
     for m in range(inputs.n_events):

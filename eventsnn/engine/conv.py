@@ -38,13 +38,13 @@ Two computations of the same forward, chosen per batch (``path="auto"``):
   :func:`eventsnn.crossing._first_crossing`), so a neuron only ever visits the
   times of its own input events. Units are independent: the kernels run in
   parallel over chunks of units, each chunk with its own workspace. The
-  backward takes the dense layer's two steps per unit and channel: the
-  channel's group currents, then for each spike its Eq. 12 denominator and u'
-  over its window and per-group factors G h / D and G (-1/u') eps (windows of
-  one neuron are disjoint), then one pass over the entries of those groups
-  scatters them to dL/dK (Eq. 14, accumulated per chunk and summed) and to
-  dL/dt, dL/da per entry (Eq. 13; an entry belongs to one unit), which are
-  then gathered onto the events per sample: no write races.
+  backward walks each spike's window in its unit's list twice: its Eq. 12
+  denominator and u', then the shares G h / D and G (-1/u') eps of each entry,
+  scattered to dL/dK (Eq. 14, accumulated per chunk and summed) and to dL/dt,
+  dL/da per entry (Eq. 13; an entry belongs to one unit), which are then
+  gathered onto the events per sample: no write races. Kernel values along a
+  window come from per-interval decay factors (computed once per unit) by
+  products, as in the dense layer.
   Memory: the record holds 12 bytes per entry and 16 per unit group (about
   ceil(k/stride)^2 entries per input event).
 
@@ -91,10 +91,26 @@ from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
 from ..kernels import deps, eps
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
-from .sweep import (PLANNED_SPIKES_PER_NEURON, DenseGrads, EventGroups, ForcedSpikes,
-                    _backward_dense_path, _by_neuron, _count_groups, _dense_group_inputs,
-                    _forced_spike_list, _forced_windows_kernel, _forget_skipped, _hval, _scan,
-                    _sort_spikes, _spike_factors, _sweep_interval, _window_end, group_events)
+from .sweep import (
+    PLANNED_SPIKES_PER_NEURON,
+    DenseGrads,
+    EventGroups,
+    ForcedSpikes,
+    _backward_dense_path,
+    _by_neuron,
+    _count_groups,
+    _dense_group_inputs,
+    _forced_spike_list,
+    _forced_windows_kernel,
+    _forget_skipped,
+    _hval,
+    _scan,
+    _sort_spikes,
+    _spike_factors,
+    _sweep_interval,
+    _window_end,
+    group_events,
+)
 
 #: ``path="auto"`` takes the dense (BLAS) path when the input groups reach, on
 #: average, at least this share of the output positions (images reach all of them,
@@ -421,28 +437,16 @@ def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets
                     group_entry_offsets, ent_event, ent_tap, amps, KT, t_end, out_channel, out_row,
                     out_time, out_slope, out_wstart, grad, code, tau_m, tau_s, tau_grad,
                     max_dt_du, drop_nonpositive, recompute_slope, min_slope, need_input, em_w,
-                    es_w, eg_w, ctop_w, cur_w, beta_w, gamma_w, dKT_c, ent_dt, ent_da, flags):
-    """Sparse path backward (parallel over chunks of units; chunk c owns row c of every
-    workspace). Per unit and channel, the two steps of the dense layer's backward, on
-    the groups up to the channel's last window:
-
-    1. the channel's group currents cur[g] = sum_e K[c, tap_e] a_e; for each of its
-       spikes the Eq. 12 denominator and u' over the window, and the per-group factors
-       beta[g] += G h / D (Eq. 12) and gamma[g] += G dt/du eps (Eq. 14) (windows of
-       one neuron are disjoint);
-    2. one pass over those groups' entries: dKT_c[c][tap, channel] += a gamma[g]
-       (Eq. 14) and, with ``need_input``, ent_dt[e] += a K[channel, tap] beta[g]
-       (Eq. 13), ent_da[e] += K[channel, tap] gamma[g] (an entry belongs to one unit:
-       no races).
-
-    Workspaces: em_w, es_w, eg_w (max groups), ctop_w (C_out), cur_w, beta_w, gamma_w
-    (C_out, max groups). Rows and window starts are absolute group indices; ``flags``
-    as the dense layer."""
+                    es_w, eg_w, dKT_c, ent_dt, ent_da, flags):
+    """Sparse path backward (parallel over chunks of units; chunk c owns row c of the
+    workspaces em_w, es_w, eg_w (max groups per unit) and dKT_c (n_taps, C_out)). For
+    each spike of a unit: Eq. 12 denominator and u' over its window, then Eq. 14 into
+    dKT_c[c] and, with ``need_input``, Eq. 13 into the per-entry ``ent_dt`` / ``ent_da``
+    (an entry belongs to one unit: no races). Rows and window starts are absolute
+    group indices. ``flags``: 1 dropped window, 2 denominator <= 0, 4 |dt/du| clamped."""
     a = tau_m / (tau_m - tau_s)
-    c_out = KT.shape[1]
     for c in prange(chunk_units.size - 1):
-        EMc, ESc, EGc, top = em_w[c], es_w[c], eg_w[c], ctop_w[c]
-        CUR, BET, GAM = cur_w[c], beta_w[c], gamma_w[c]
+        EMc, ESc, EGc = em_w[c], es_w[c], eg_w[c]
         dKT = dKT_c[c]
         for u in range(chunk_units[c], chunk_units[c + 1]):
             q0 = unit_spike_offsets[u]
@@ -451,34 +455,18 @@ def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets
                 continue
             g0 = unit_group_offsets[u]
             g1 = unit_group_offsets[u + 1]
-            for i in range(c_out):
-                top[i] = 0
-            n_top = 0
+            top = g0
             for q in range(q0, q1):
-                kk = by_unit[q]
-                t = min(out_row[kk] + 2, g1) - g0  # a window ends at row + 1 at most
-                top[out_channel[kk]] = max(top[out_channel[kk]], t)
-                n_top = max(n_top, t)
-            for j in range(n_top):
-                g = g0 + j
+                top = max(top, out_row[by_unit[q]] + 1)
+            for g in range(g0, min(top, g1)):
                 nxt = group_times[g + 1] if g + 1 < g1 else t_end
                 L = nxt - group_times[g]
-                EMc[j] = math.exp(-L / tau_m)
-                ESc[j] = math.exp(-L / tau_s)
-                EGc[j] = math.exp(-L / tau_grad)
-            for i in range(c_out):
-                Ci, Bi, Gi = CUR[i], BET[i], GAM[i]
-                for j in range(top[i]):
-                    cur = 0.0
-                    for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
-                        cur += amps[ent_event[e]] * KT[ent_tap[e], i]
-                    Ci[j] = cur
-                    Bi[j] = 0.0
-                    Gi[j] = 0.0
+                EMc[g - g0] = math.exp(-L / tau_m)
+                ESc[g - g0] = math.exp(-L / tau_s)
+                EGc[g - g0] = math.exp(-L / tau_grad)
             for q in range(q0, q1):
                 kk = by_unit[q]
                 co = out_channel[kk]
-                Ci, Bi, Gi = CUR[co], BET[co], GAM[co]
                 tk = out_time[kk]
                 ws = out_wstart[kk]
                 we = _window_end(group_times, unit_group_offsets, u, out_row[kk], tk)
@@ -492,40 +480,37 @@ def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets
                 denom = 0.0
                 du = 0.0
                 e_m, e_s, e_g = e_m0, e_s0, e_g0
-                for j in range(we - 1 - g0, ws - 1 - g0, -1):
-                    cur = Ci[j]
+                for gg in range(we - 1, ws - 1, -1):
+                    cur = 0.0
+                    for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
+                        cur += KT[ent_tap[e], co] * amps[ent_event[e]]
                     denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
                     du += cur * a * (e_s / tau_s - e_m / tau_m)
-                    if j > ws - g0:
-                        e_m *= EMc[j - 1]
-                        e_s *= ESc[j - 1]
-                        e_g *= EGc[j - 1]
+                    if gg > ws:
+                        e_m *= EMc[gg - 1 - g0]
+                        e_s *= ESc[gg - 1 - g0]
+                        e_g *= EGc[gg - 1 - g0]
                 slope = max(du, min_slope) if recompute_slope else out_slope[kk]
                 f, share, wgt = _spike_factors(denom, slope, grad[kk], max_dt_du, drop_nonpositive)
                 flags[kk] = f
+                if wgt == 0.0 and (share == 0.0 or not need_input):
+                    continue
                 e_m, e_s, e_g = e_m0, e_s0, e_g0
-                for j in range(we - 1 - g0, ws - 1 - g0, -1):
-                    Gi[j] += wgt * a * (e_m - e_s)
-                    Bi[j] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                    if j > ws - g0:
-                        e_m *= EMc[j - 1]
-                        e_s *= ESc[j - 1]
-                        e_g *= EGc[j - 1]
-            for i in range(c_out):
-                Bi, Gi = BET[i], GAM[i]
-                for j in range(top[i]):
-                    bv = Bi[j]
-                    gv = Gi[j]
-                    if bv == 0.0 and gv == 0.0:
-                        continue
-                    for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
+                for gg in range(we - 1, ws - 1, -1):
+                    fe = wgt * a * (e_m - e_s)
+                    fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+                    for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
                         tap = ent_tap[e]
                         am = amps[ent_event[e]]
-                        dKT[tap, i] += am * gv
+                        kv = KT[tap, co]
+                        dKT[tap, co] += fe * am
                         if need_input:
-                            kv = KT[tap, i]
-                            ent_dt[e] += am * kv * bv
-                            ent_da[e] += kv * gv
+                            ent_dt[e] += fh * kv * am
+                            ent_da[e] += fe * kv
+                    if gg > ws:
+                        e_m *= EMc[gg - 1 - g0]
+                        e_s *= ESc[gg - 1 - g0]
+                        e_g *= EGc[gg - 1 - g0]
 
 
 @njit(cache=True, parallel=True)
@@ -726,9 +711,9 @@ def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
         if S:
             _scan(True, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
                   eps_l, deps_l, currents, group_run, groups.group_event_offsets,
-                  groups.event_neuron, groups.event_amp, np.zeros((0, n_out)), params.tau_m, params.tau_s, params.threshold, t_end,
-                  rtol, max_iter, V, R, skip, wst, cand, cap_offsets, counts, o_row, o_neuron,
-                  o_time, o_slope, o_wstart)
+                  groups.event_neuron, groups.event_amp, np.zeros((0, n_out)), params.tau_m,
+                  params.tau_s, params.threshold, t_end, rtol, max_iter, V, R, skip, wst, cand,
+                  cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
         if np.all(counts <= caps):
             break
         caps = counts.copy()  # more spikes than planned: re-run with exact sizes
@@ -844,7 +829,9 @@ def conv_forward(inputs: SpikeTrains, weight, geometry: ConvGeometry, params: Ne
         End of the simulation window (0, t_end]; later events are ignored.
     path : {"auto", "dense", "sparse"}
         Computation of the currents (same result): BLAS on distinct group rows
-        or per-position event lists (see the module docstring).
+        or per-position event lists (see the module docstring). "auto" chooses
+        with :func:`choose_path`; forcing "dense" on spikes at distinct times
+        costs (distinct times) x (C_in H W) memory.
     rtol, max_iter : crossing-solver tolerance and iteration limit.
 
     Returns
@@ -946,8 +933,6 @@ def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad):
     nc = chunk_units.size - 1
     mg = max(ul.max_groups, 1)
     em_w, es_w, eg_w = (np.empty((nc, mg)) for _ in range(3))
-    ctop_w = np.empty((nc, geom.c_out), dtype=np.int64)
-    cur_w, beta_w, gamma_w = (np.empty((nc, geom.c_out, mg)) for _ in range(3))
     dKT_c = np.zeros((nc, geom.n_taps, geom.c_out))
     E = ul.n_entries if need_input_grad else 0
     ent_dt = np.zeros(E)
@@ -961,8 +946,7 @@ def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad):
                             ul.group_times, ul.group_entry_offsets, ul.ent_event, ul.ent_tap,
                             ul.amplitudes, KT, record.t_end, chans, rows, tms, slope, wstart, g,
                             gp.code, p.tau_m, p.tau_s, gp.tau_grad, max_dt_du, gp.drop_nonpositive,
-                            recompute, min_slope, bool(need_input_grad), em_w, es_w, eg_w, ctop_w,
-                            cur_w, beta_w, gamma_w, dKT_c,
+                            recompute, min_slope, bool(need_input_grad), em_w, es_w, eg_w, dKT_c,
                             ent_dt, ent_da, flags)
         return flags
 
@@ -1175,7 +1159,7 @@ def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
                          f"got events from {inputs.n_neurons} neurons")
     n = inputs.n_events
     S = inputs.n_samples
-    c, ho, wo = geom.out_shape
+    _, ho, wo = geom.out_shape
     keys = np.empty(n, dtype=np.int64)
     o_time, o_amp = np.empty(n), np.empty(n)
     o_neuron, o_count = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
