@@ -88,7 +88,6 @@ import numpy as np
 from numba import njit, prange
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
-from ..kernels import deps, eps
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 from .sweep import (
@@ -99,17 +98,16 @@ from .sweep import (
     _backward_dense_path,
     _by_neuron,
     _count_groups,
-    _dense_group_inputs,
     _forced_spike_list,
     _forced_windows_kernel,
     _forget_skipped,
     _hval,
-    _scan,
-    _sort_spikes,
     _spike_factors,
     _sweep_interval,
     _window_end,
     group_events,
+    group_inputs,
+    scan_groups,
 )
 
 #: ``path="auto"`` takes the dense (BLAS) path when the input groups reach, on
@@ -676,16 +674,9 @@ def _spike_buffers(total: int):
 
 
 def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
-    S = inputs.n_samples
     n_out = geom.n_out
     groups = group_events(inputs, t_end)
-    G = groups.n_groups
-    X = np.zeros((G, geom.n_in))
-    _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
-    new_run = np.ones(G, dtype=bool)
-    new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
-    Xu = np.ascontiguousarray(X[new_run])
-    group_run = np.cumsum(new_run) - 1
+    Xu, group_run = group_inputs(groups, geom.n_in)
     n_runs = Xu.shape[0]
     cols = np.empty((n_runs, geom.n_pos, geom.n_taps))
     _im2col(Xu, *geom.scalars(), cols)
@@ -693,41 +684,13 @@ def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
     cur = cols.reshape(n_runs * geom.n_pos, geom.n_taps) @ K2.T          # (runs*P, C_out)
     currents = np.ascontiguousarray(cur.reshape(n_runs, geom.n_pos, geom.c_out).transpose(0, 2, 1)
                                     ).reshape(n_runs, n_out)
-    em = np.exp(-groups.interval_len / params.tau_m)
-    es = np.exp(-groups.interval_len / params.tau_s)
-    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
-    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
-    V = np.zeros((S, n_out))
-    R = np.zeros((S, n_out))
-    skip = np.zeros((S, n_out), dtype=np.bool_)
-    wst = np.zeros((S, n_out), dtype=np.int64)
-    cand = np.zeros((S, n_out), dtype=np.bool_)
-    counts = np.zeros(S, dtype=np.int64)
-    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
-    while True:
-        cap_offsets = np.zeros(S + 1, dtype=np.int64)
-        np.cumsum(caps, out=cap_offsets[1:])
-        o_row, o_neuron, o_time, o_slope, o_wstart = _spike_buffers(int(cap_offsets[-1]))
-        if S:
-            _scan(True, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                  eps_l, deps_l, currents, group_run, groups.group_event_offsets,
-                  groups.event_neuron, groups.event_amp, np.zeros((0, n_out)), params.tau_m,
-                  params.tau_s, params.threshold, t_end, rtol, max_iter, V, R, skip, wst, cand,
-                  cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
-        if np.all(counts <= caps):
-            break
-        caps = counts.copy()  # more spikes than planned: re-run with exact sizes
-    n_spk = int(counts.sum())
-    take = np.empty(n_spk, dtype=np.int64)
-    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
+    sw = scan_groups(groups, n_out, params, t_end, currents=currents, group_run=group_run,
+                     rtol=rtol, max_iter=max_iter)
     return ConvRecord(
         params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,
-        outputs=outputs, out_sample=np.repeat(np.arange(S, dtype=np.int64), counts),
-        out_row=o_row[take], out_wstart=o_wstart[take], out_slope=o_slope[take], groups=groups,
-        currents=currents, X=Xu, group_run=group_run, em=em, es=es, eps_l=eps_l, deps_l=deps_l,
+        outputs=sw.outputs, out_sample=sw.out_sample, out_row=sw.out_row,
+        out_wstart=sw.out_wstart, out_slope=sw.out_slope, groups=groups, currents=currents,
+        X=Xu, group_run=group_run, em=sw.em, es=sw.es, eps_l=sw.eps_l, deps_l=sw.deps_l,
     )
 
 

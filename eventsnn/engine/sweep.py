@@ -580,11 +580,28 @@ def group_events(inputs: SpikeTrains, t_end: float) -> EventGroups:
     return groups
 
 
-def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):
-    """Dense path: input currents X W^T by BLAS, once per distinct group content.
+def group_inputs(groups: EventGroups, n_in: int):
+    """Dense group inputs: the distinct rows of X (X[g, j] = summed amplitude of the
+    events of group g from source j) and the run of each group.
 
     Consecutive groups with identical inputs (e.g. the T impulses of a static
-    image) form a run and share one row of X.
+    image) form a run and share one row.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_runs, n_in)
+    group_run : ndarray of int64, shape (n_groups,)
+    """
+    n_groups = groups.n_groups
+    X = np.zeros((n_groups, n_in))
+    _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
+    new_run = np.ones(n_groups, dtype=bool)
+    new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
+    return np.ascontiguousarray(X[new_run]), np.cumsum(new_run) - 1
+
+
+def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):
+    """Dense path: input currents X W^T by BLAS, once per distinct group content.
 
     Returns
     -------
@@ -592,13 +609,7 @@ def group_currents(groups: EventGroups, weight: np.ndarray, n_in: int):
     X : ndarray of float64, shape (n_runs, n_in) — the distinct rows of the group inputs.
     group_run : ndarray of int64, shape (n_groups,) — run of each group.
     """
-    n_groups = groups.n_groups
-    X = np.zeros((n_groups, n_in))
-    _dense_group_inputs(groups.event_group, groups.event_neuron, groups.event_amp, X)
-    new_run = np.ones(n_groups, dtype=bool)
-    new_run[1:] = np.any(X[1:] != X[:-1], axis=1)
-    Xu = X[new_run]
-    group_run = np.cumsum(new_run) - 1
+    Xu, group_run = group_inputs(groups, n_in)
     return Xu @ weight.T, Xu, group_run
 
 
@@ -697,6 +708,73 @@ def _check_weight(weight, n_in: int) -> np.ndarray:
     return w
 
 
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """Output of :func:`scan_groups`: the spikes and what the backward needs of them."""
+
+    outputs: SpikeTrains
+    out_sample: np.ndarray
+    out_row: np.ndarray
+    out_wstart: np.ndarray
+    out_slope: np.ndarray
+    em: np.ndarray
+    es: np.ndarray
+    eps_l: np.ndarray
+    deps_l: np.ndarray
+
+
+def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: float, *,
+                currents=None, group_run=None, weight_t=None, rtol: float = CROSSING_RTOL,
+                max_iter: int = CROSSING_MAX_ITER) -> Sweep:
+    """Run every sample's neurons through its groups (the compiled ``_scan``) and
+    collect the spikes sorted per sample by time, then neuron.
+
+    Give either ``currents`` (n_runs, n_out) with ``group_run`` (dense path) or
+    ``weight_t`` = W^T (n_in, n_out) (sparse path). Spike buffers are planned per
+    sample; a sample that emits more spikes is re-run with exact sizes.
+    """
+    S = groups.group_offsets.size - 1
+    dense = currents is not None
+    if dense:
+        weight_t = np.zeros((0, n_out))
+    else:
+        currents, group_run = np.zeros((0, n_out)), np.zeros(0, np.int64)
+    em = np.exp(-groups.interval_len / params.tau_m)
+    es = np.exp(-groups.interval_len / params.tau_s)
+    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
+    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
+    work = (np.zeros((S, n_out)), np.zeros((S, n_out)), np.zeros((S, n_out), dtype=np.bool_),
+            np.zeros((S, n_out), dtype=np.int64), np.zeros((S, n_out), dtype=np.bool_))
+    counts = np.zeros(S, dtype=np.int64)
+    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
+    while True:
+        cap_offsets = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(caps, out=cap_offsets[1:])
+        total = int(cap_offsets[-1])
+        o_row = np.empty(total, dtype=np.int64)
+        o_neuron = np.empty(total, dtype=np.int64)
+        o_time = np.empty(total)
+        o_slope = np.empty(total)
+        o_wstart = np.empty(total, dtype=np.int64)
+        if n_out and S:
+            _scan(dense, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
+                  eps_l, deps_l, currents, group_run, groups.group_event_offsets,
+                  groups.event_neuron, groups.event_amp, weight_t, params.tau_m, params.tau_s,
+                  params.threshold, float(t_end), float(rtol), int(max_iter), *work,
+                  cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
+        if np.all(counts <= caps):
+            break
+        caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
+    n_spk = int(counts.sum())
+    take = np.empty(n_spk, dtype=np.int64)
+    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
+    return Sweep(outputs, np.repeat(np.arange(S, dtype=np.int64), counts), o_row[take],
+                 o_wstart[take], o_slope[take], em, es, eps_l, deps_l)
+
+
 def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: float, *,
                   rtol: float = CROSSING_RTOL, max_iter: int = CROSSING_MAX_ITER):
     """Exact forward of a dense layer of SRM neurons over a batch.
@@ -725,59 +803,23 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         raise ValueError(f"t_end must be a finite positive number, got {t_end}")
     w = _check_weight(weight, inputs.n_neurons)
     n_out = w.shape[0]
-    S = inputs.n_samples
     groups = group_events(inputs, t_end)
     dense = uses_dense_path(groups, inputs.n_neurons)
     currents = X = group_run = None
     if dense:
         currents, X, group_run = group_currents(groups, w, inputs.n_neurons)
-        currents_u, group_run_u, WT = currents, group_run, np.zeros((0, n_out))
+        currents_u, group_run_u, WT = currents, group_run, None
     else:
-        currents_u, group_run_u, WT = np.zeros((0, n_out)), np.zeros(0, np.int64), np.ascontiguousarray(w.T)
-    em = np.exp(-groups.interval_len / params.tau_m)
-    es = np.exp(-groups.interval_len / params.tau_s)
-    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
-    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
-    V = np.zeros((S, n_out))
-    R = np.zeros((S, n_out))
-    skip = np.zeros((S, n_out), dtype=np.bool_)
-    wst = np.zeros((S, n_out), dtype=np.int64)
-    cand = np.zeros((S, n_out), dtype=np.bool_)
-    counts = np.zeros(S, dtype=np.int64)
-    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
-    args = (params.tau_m, params.tau_s, params.threshold, t_end,
-            float(rtol), int(max_iter), V, R, skip, wst, cand)
-    while True:
-        cap_offsets = np.zeros(S + 1, dtype=np.int64)
-        np.cumsum(caps, out=cap_offsets[1:])
-        total = int(cap_offsets[-1])
-        o_row = np.empty(total, dtype=np.int64)
-        o_neuron = np.empty(total, dtype=np.int64)
-        o_time = np.empty(total)
-        o_slope = np.empty(total)
-        o_wstart = np.empty(total, dtype=np.int64)
-        outs = (cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
-        if n_out and S:
-            _scan(dense, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                  eps_l, deps_l, currents_u, group_run_u, groups.group_event_offsets,
-                  groups.event_neuron, groups.event_amp, WT, *args, *outs)
-        if np.all(counts <= caps):
-            break
-        caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
-    n_spk = int(counts.sum())
-    take = np.empty(n_spk, dtype=np.int64)
-    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
-    samples = np.repeat(np.arange(S, dtype=np.int64), counts)
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
+        currents_u, group_run_u, WT = None, None, np.ascontiguousarray(w.T)
+    sw = scan_groups(groups, n_out, params, t_end, currents=currents_u, group_run=group_run_u,
+                     weight_t=WT, rtol=rtol, max_iter=max_iter)
     record = DenseRecord(
         params=params, t_end=t_end, groups=groups, weight=w, currents=currents, X=X,
-        group_run=group_run, n_in_events=inputs.n_events, outputs=outputs,
-        out_sample=samples, out_row=o_row[take], out_wstart=o_wstart[take],
-        out_slope=o_slope[take], em=em, es=es, eps_l=eps_l, deps_l=deps_l,
+        group_run=group_run, n_in_events=inputs.n_events, outputs=sw.outputs,
+        out_sample=sw.out_sample, out_row=sw.out_row, out_wstart=sw.out_wstart,
+        out_slope=sw.out_slope, em=sw.em, es=sw.es, eps_l=sw.eps_l, deps_l=sw.deps_l,
     )
-    return outputs, record
+    return sw.outputs, record
 
 
 @dataclass(frozen=True, eq=False)
