@@ -21,6 +21,7 @@ import click
 
 from eventsnn import __version__
 from eventsnn.config import ENCODERS, TrainConfig
+from eventsnn.engine.conv import POOL_KINDS
 from eventsnn.loss import SUPERVISION
 
 #: Datasets whose samples are events (loaded as SpikeTrains), refused before any download.
@@ -101,6 +102,8 @@ TRAIN_OPTIONS = [
     click.option("--supervision", type=click.Choice(SUPERVISION), default=_D.supervision,
                  show_default=True, help="Supervisory spike of the label neuron (end: at t_end)."),
     click.option("--weight-norm/--no-weight-norm", default=_D.weight_norm, show_default=True),
+    click.option("--pool", type=click.Choice(POOL_KINDS), default=_D.pool, show_default=True,
+                 help="Rule of the pooling layers (Pk in --arch)."),
     click.option("--avg-spike-init", type=float, default=_D.avg_spike_init, show_default=True,
                  help="Target spikes per neuron of the gain initialisation."),
     click.option("--max-dt-du", type=float, default=_D.max_dt_du, show_default=True,

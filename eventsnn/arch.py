@@ -8,9 +8,8 @@ implicit and never written):
 * ``cCk`` / ``cCkpP``: a convolution with c channels, k x k filters, padding P;
 * ``Pk``: a k x k pooling layer.
 
-Convolution and pooling are parsed and recognised here; networks made of them
-are built by the convolutional engine (not part of this version: a clear error
-says so).
+Convolutions have stride 1; pooling windows are non-overlapping (stride k);
+the pooling rule (max, avg, adjusted-avg) is chosen for the whole network.
 """
 
 from __future__ import annotations

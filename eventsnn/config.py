@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from .arch import parse_arch
+from .engine.conv import POOL_KINDS
 from .loss import SUPERVISION
 from .params import GradParams, NeuronParams
 
@@ -45,6 +46,7 @@ class TrainConfig:
     undesired: float = 1.0
     supervision: str = "end"
     weight_norm: bool = True
+    pool: str = "adjusted-avg"
     avg_spike_init: float = 0.5
     max_dt_du: float | None = 4.0
     input_grad_scale: float = 0.85
@@ -71,6 +73,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.pool not in POOL_KINDS:
+            raise ValueError(f"pool must be one of {POOL_KINDS}, got {self.pool!r}")
         if self.supervision not in SUPERVISION:
             raise ValueError(f"supervision must be one of {SUPERVISION}, got {self.supervision!r}")
 
@@ -92,6 +96,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         data = json.loads(text)
+        data.setdefault("pool", "adjusted-avg")  # checkpoints written before pooling existed
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

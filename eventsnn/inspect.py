@@ -63,6 +63,20 @@ class SpikeFlow:
         return grad * self.shares
 
 
+def _input_weights(layer, neuron: int):
+    """(effective weight from every input neuron, mask of the inputs it is connected to)."""
+    if layer.kind == "pool":
+        raise ValueError("a pooling layer has no neurons of its own: inspect a dense or conv layer")
+    if layer.kind == "conv":
+        src, w = layer.receptive_field(neuron)
+        row = np.zeros(layer.n_in)
+        row[src] = w
+        reach = np.zeros(layer.n_in, dtype=bool)
+        reach[src] = True
+        return row, reach
+    return layer.effective_weight[neuron], np.ones(layer.n_in, dtype=bool)
+
+
 def spike_flow(net: Network, result: ForwardResult, *, sample: int, layer: int, neuron: int,
                spike: int = 0, kernel: str = "exp", tau_grad: float = 2.5) -> SpikeFlow:
     """The gradient flow of one spike: its window, its input events and their Eq. 12 shares.
@@ -100,8 +114,8 @@ def spike_flow(net: Network, result: ForwardResult, *, sample: int, layer: int, 
     if not 0 <= spike < times_out.size:
         raise IndexError(f"neuron {neuron} of layer {layer} fired {times_out.size} times in sample {sample}")
     inp = (result.inputs if layer == 0 else result.spikes[layer - 1]).sample(sample)
-    keep = inp.times <= result.t_end
-    w_row = net.layers[layer].effective_weight[neuron]
+    w_row, reach = _input_weights(net.layers[layer], neuron)
+    keep = (inp.times <= result.t_end) & reach[inp.neurons]
     src, t_in, amp = inp.neurons[keep], inp.times[keep], inp.amplitudes[keep]
     eff = w_row[src] * amp
     p = net.params
@@ -136,8 +150,10 @@ def gradient_sums(grads, grad_out) -> list:
     list of float
         ``[sum(grad_out), sum over the output layer's input events, ..., sum over the
         network's input events]``: from the output down to the input. Without
-        stabilisers and forced spikes every entry equals the first (Eq. 8); with
-        ``input_grad_scale`` each layer multiplies it by that scale.
+        stabilisers and forced spikes every entry equals the first (Eq. 8) through
+        dense, conv, max and adjusted-avg pooling layers; plain avg pooling loses
+        the share of the silent positions of its windows; ``input_grad_scale``
+        multiplies the sum by that scale at each dense or conv layer.
     """
     sums = [float(np.sum(grad_out))]
     for ev in reversed(grads.events):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .arch import ArchError, parse_arch
 from .engine.sweep import ForcedSpikes
+from .conv_layers import ConvLayer, PoolLayer
 from .layers import DenseLayer, LayerGrads
 from .params import GradParams, NeuronParams
 from .spikes import SpikeTrains
@@ -63,6 +64,8 @@ class Gradients:
         """Gradients aligned with :meth:`Network.parameters` (weight, gain, offset per layer)."""
         flat = []
         for lg in self.layers:
+            if lg.weight is None:  # pooling: no parameters
+                continue
             flat.append(lg.weight)
             if lg.gain is not None:
                 flat.extend([lg.gain, lg.offset])
@@ -88,26 +91,30 @@ class Network:
     @classmethod
     def from_arch(cls, arch: str, n_classes: int, *, tau_m: float = 5.0, tau_s: float = 3.0,
                   threshold: float = 1.0, weight_norm: bool = True, input_shape=None,
-                  seed=None, t_end: float = 5.0) -> "Network":
+                  seed=None, t_end: float = 5.0, pool: str = "adjusted-avg") -> "Network":
         """Build a network from an architecture string.
 
         Parameters
         ----------
         arch : str
-            E.g. ``"784-800"``: 784 inputs, a dense layer of 800; the output
-            layer of ``n_classes`` neurons is added. The input size may be
-            omitted when ``input_shape`` is given (``"800"``).
+            E.g. ``"784-800"``: 784 inputs, a dense layer of 800; or
+            ``"15C5-P2-40C5-P2-300"`` (convolutions, pooling, dense; needs
+            ``input_shape``). The output layer of ``n_classes`` neurons is added.
+            The input size may be omitted when ``input_shape`` is given.
         n_classes : int
         tau_m, tau_s, threshold : float
             Neuron parameters (:class:`NeuronParams`).
         weight_norm : bool
             Weight standardisation with learnable gain/offset.
         input_shape : tuple of int, optional
-            Shape of one input sample; its product must equal the input size.
+            Shape of one input sample, (C, H, W) or (H, W) for convolutions; its
+            product must equal the input size when the string gives one.
         seed : int or numpy.random.Generator, optional
             Weight initialisation.
         t_end : float
             End of the simulation window (0, t_end] (T for T impulses).
+        pool : {"max", "avg", "adjusted-avg"}
+            Rule of every pooling layer (``Pk`` tokens).
 
         Examples
         --------
@@ -116,28 +123,45 @@ class Network:
         [(800, 784), (10, 800)]
         """
         spec = parse_arch(arch)
-        n_in = spec.n_inputs
+        has_conv = any(ls.kind != "dense" for ls in spec.layers)
         if input_shape is not None:
-            flat = int(np.prod(input_shape))
-            if n_in is not None and n_in != flat:
-                raise ArchError(f"architecture '{arch}' expects {n_in} inputs but input_shape {tuple(input_shape)} has {flat}")
-            n_in = flat
-        if n_in is None:
+            shape = tuple(int(v) for v in np.atleast_1d(input_shape))
+            flat = int(np.prod(shape))
+            if spec.n_inputs is not None and spec.n_inputs != flat:
+                raise ArchError(f"architecture '{arch}' expects {spec.n_inputs} inputs but input_shape {shape} has {flat}")
+        elif spec.n_inputs is not None and not has_conv:
+            shape = (spec.n_inputs,)
+        elif spec.n_inputs is not None:
+            side = int(round(np.sqrt(spec.n_inputs)))
+            if side * side != spec.n_inputs:
+                raise ArchError(f"architecture '{arch}' has convolutions: give input_shape (C, H, W)")
+            shape = (1, side, side)
+        else:
             raise ArchError(f"architecture '{arch}' does not give the input size and no input_shape was given")
         if int(n_classes) < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
-        for ls in spec.layers:
-            if ls.kind != "dense":
-                raise ArchError(
-                    f"architecture '{arch}': {ls.kind} layers are not available in this version "
-                    "of eventsnn (dense layers only)"
-                )
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         params = NeuronParams(tau_m, tau_s, threshold)
-        sizes = [n_in] + [ls.size for ls in spec.layers] + [int(n_classes)]
-        layers = [DenseLayer(a, b, weight_norm=weight_norm, rng=rng) for a, b in zip(sizes[:-1], sizes[1:])]
-        return cls(layers, n_classes, params=params, t_end=t_end,
-                   input_shape=input_shape if input_shape is not None else (n_in,), arch=spec.text)
+        layers = []
+        cur = shape
+        for ls in spec.layers:
+            if ls.kind == "conv":
+                if len(cur) == 1:
+                    raise ArchError(f"architecture '{arch}': a convolution cannot follow a dense layer")
+                layer = ConvLayer(cur, ls.size, ls.kernel, padding=ls.padding,
+                                  weight_norm=weight_norm, rng=rng)
+                cur = layer.out_shape
+            elif ls.kind == "pool":
+                if len(cur) == 1:
+                    raise ArchError(f"architecture '{arch}': pooling cannot follow a dense layer")
+                layer = PoolLayer(cur, ls.kernel, pool)
+                cur = layer.out_shape
+            else:
+                layer = DenseLayer(int(np.prod(cur)), ls.size, weight_norm=weight_norm, rng=rng)
+                cur = (ls.size,)
+            layers.append(layer)
+        layers.append(DenseLayer(int(np.prod(cur)), int(n_classes), weight_norm=weight_norm, rng=rng))
+        return cls(layers, n_classes, params=params, t_end=t_end, input_shape=shape, arch=spec.text)
 
     @property
     def n_inputs(self) -> int:
@@ -196,7 +220,7 @@ class Network:
             out[l] = lg
             g = lg.events
         return Gradients(
-            weights=[lg.weight for lg in out], gains=[lg.gain for lg in out],
+            weights=[lg.weight for lg in out], gains=[lg.gain for lg in out],  # None for pooling
             offsets=[lg.offset for lg in out],
             events=[lg.events if (l > 0 or input_grad) else None for l, lg in enumerate(out)],
             layers=out,

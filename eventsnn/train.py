@@ -93,12 +93,16 @@ def init_gains(net: Network, inputs: SpikeTrains, avg_spike_init: float) -> list
     Returns
     -------
     list of float
-        The gain chosen for each layer.
+        The gain chosen for each layer (1 for pooling layers).
     """
     target = avg_spike_init / 3.0
     x = inputs
     chosen = []
     for layer in net.layers:
+        if not layer.parameters():  # pooling: nothing to scale
+            x, _ = layer.forward(x, net.params, net.t_end)
+            chosen.append(1.0)
+            continue
         base = layer.weight.copy()
 
         def apply(g):
