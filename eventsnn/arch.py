@@ -10,6 +10,11 @@ implicit and never written):
 
 Convolutions have stride 1; pooling windows are non-overlapping (stride k);
 the pooling rule (max, avg, adjusted-avg) is chosen for the whole network.
+
+Presets (whole-string names): ``vgg11`` (the paper's CIFAR network,
+``128C3p1-128C3p1-P2-256C3p1-256C3p1-256C3p1-P2-512C3p1-512C3p1-512C3p1-P2-2048-2048``).
+``sew-resnet14`` needs residual (ADD) blocks, which this version does not have:
+it is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from dataclasses import dataclass
 _DENSE = re.compile(r"^(\d+)$")
 _CONV = re.compile(r"^(\d+)C(\d+)(?:p(\d+))?$")
 _POOL = re.compile(r"^P(\d+)$")
+
+#: Architecture presets (the paper's networks), expanded by :func:`parse_arch`.
+PRESETS = {
+    "vgg11": "128C3p1-128C3p1-P2-256C3p1-256C3p1-256C3p1-P2-512C3p1-512C3p1-512C3p1-P2-2048-2048",
+}
+#: Presets that need layers this version does not provide.
+UNAVAILABLE_PRESETS = {"sew-resnet14": "residual (SEW ADD) blocks"}
 
 
 class ArchError(ValueError):
@@ -64,6 +76,11 @@ def parse_arch(text: str) -> ArchSpec:
     """
     if not isinstance(text, str) or not text.strip():
         raise ArchError(f"architecture must be a non-empty string like '784-800', got {text!r}")
+    name = text.strip().lower()
+    if name in UNAVAILABLE_PRESETS:
+        raise ArchError(f"preset '{name}' needs {UNAVAILABLE_PRESETS[name]}, not available in this version")
+    if name in PRESETS:
+        text = PRESETS[name]
     tokens = [t.strip() for t in text.strip().split("-")]
     n_inputs = None
     layers = []
