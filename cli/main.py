@@ -277,5 +277,9 @@ def plot_curves(runs, out, labels, title):
     click.echo(f"wrote {plot_training_curves(data, out, title=title)}")
 
 
+from eventsnn.cli.inspect_commands import register
+
+register(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
