@@ -35,7 +35,7 @@ from .engine.conv import (
     receptive_field,
 )
 from .engine.sweep import ForcedSpikes
-from .layers import LayerGrads, LayerRecord, standardise, standardise_backward
+from .layers import LayerGrads, LayerRecord, WeightedLayer, standardise, standardise_backward
 from .params import GradParams, NeuronParams
 from .spikes import SpikeTrains
 
@@ -52,7 +52,7 @@ def _shape3(in_shape) -> tuple:
     return shape
 
 
-class ConvLayer:
+class ConvLayer(WeightedLayer):
     """Convolution of exact SRM neurons.
 
     Parameters
@@ -96,19 +96,6 @@ class ConvLayer:
         self._weight = rng.uniform(-bound, bound, g.weight_shape)
         self.gain = np.ones(g.c_out)
         self.offset = np.zeros(g.c_out)
-
-    @property
-    def weight(self) -> np.ndarray:
-        return self._weight
-
-    @weight.setter
-    def weight(self, value):
-        w = np.array(value, dtype=np.float64)
-        if w.shape != self.geometry.weight_shape:
-            raise ValueError(f"weight must have shape {self.geometry.weight_shape}, got {w.shape}")
-        if not np.all(np.isfinite(w)):
-            raise ValueError("weight contains NaN or inf")
-        self._weight[...] = w  # in place: optimisers keep their reference
 
     def _standardised(self):
         flat = self._weight.reshape(self.c_out, -1)

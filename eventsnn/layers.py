@@ -124,7 +124,28 @@ class LayerGrads:
     raw: DenseGrads
 
 
-class DenseLayer:
+class WeightedLayer:
+    """Base of the layers with a weight array: ``weight`` is a plain numpy array that
+    users may read and assign (validated: same shape, finite; written in place so
+    that optimisers keep their reference)."""
+
+    _weight: np.ndarray
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        w = np.array(value, dtype=np.float64)
+        if w.shape != self._weight.shape:
+            raise ValueError(f"weight must have shape {self._weight.shape}, got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("weight contains NaN or inf")
+        self._weight[...] = w
+
+
+class DenseLayer(WeightedLayer):
     """Fully connected layer of exact SRM neurons.
 
     Parameters
@@ -156,18 +177,6 @@ class DenseLayer:
         self.gain = np.ones(self.n_out)
         self.offset = np.zeros(self.n_out)
 
-    @property
-    def weight(self) -> np.ndarray:
-        return self._weight
-
-    @weight.setter
-    def weight(self, value):
-        w = np.array(value, dtype=np.float64)
-        if w.shape != (self.n_out, self.n_in):
-            raise ValueError(f"weight must have shape {(self.n_out, self.n_in)}, got {w.shape}")
-        if not np.all(np.isfinite(w)):
-            raise ValueError("weight contains NaN or inf")
-        self._weight[...] = w  # in place: optimisers keep their reference
 
     @property
     def effective_weight(self) -> np.ndarray:

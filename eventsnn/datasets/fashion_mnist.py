@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .mnist import MAGIC_IMAGES, MAGIC_LABELS, IdxFile, read_idx
-from .store import DatasetError, DownloadError, corrupt_file_error, notice
+from .mnist import MAGIC_IMAGES, MAGIC_LABELS, IdxFile, idx_images_and_labels, read_idx
+from .store import DatasetError, DownloadError, notice
 
 __all__ = [
     "CLASSES",
@@ -233,18 +233,8 @@ def load_fashion_mnist(
     directory = store.dataset_dir(NAME, data_dir)
     image_key, label_key = SPLITS[split]
     _ensure_files((image_key, label_key), directory, download)
-    raw_images = _read(image_key, directory)
-    raw_labels = _read(label_key, directory)
-    labels_path = directory / FILES[label_key].filename
-    if len(raw_images) != len(raw_labels):
-        raise corrupt_file_error(labels_path, f"{len(raw_labels)} labels for {len(raw_images)} images")
-    if raw_labels.size and raw_labels.max() >= _N_CLASSES:
-        raise corrupt_file_error(
-            labels_path, f"label {int(raw_labels.max())} outside 0..{_N_CLASSES - 1}"
-        )
-    images = raw_images.astype(np.float32)
-    images /= np.float32(255)
-    return images, raw_labels.astype(np.int64)
+    return idx_images_and_labels(_read(image_key, directory), _read(label_key, directory),
+                                 directory / FILES[label_key].filename, _N_CLASSES)
 
 
 def fashion_mnist_checksum(data_dir: str | os.PathLike | None = None) -> str:

@@ -517,16 +517,31 @@ def load_mnist(
     directory = store.dataset_dir(NAME, data_dir)
     image_key, label_key = SPLITS[split]
     _ensure_files((image_key, label_key), directory, download)
-    raw_images = _read(image_key, directory)
-    raw_labels = _read(label_key, directory)
-    labels_path = directory / FILES[label_key].filename
+    return idx_images_and_labels(_read(image_key, directory), _read(label_key, directory),
+                                 directory / FILES[label_key].filename, _N_CLASSES)
+
+
+def idx_images_and_labels(raw_images: np.ndarray, raw_labels: np.ndarray, labels_path,
+                          n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check that verified uint8 IDX images and labels belong together; scale to [0, 1].
+
+    Returns
+    -------
+    images : float32 (N, H, W) in [0, 1]
+    labels : int64 (N,)
+
+    Raises
+    ------
+    DatasetError
+        Naming ``labels_path`` when the counts differ or a label is out of range.
+    """
     if len(raw_images) != len(raw_labels):
         raise corrupt_file_error(
             labels_path, f"{len(raw_labels)} labels for {len(raw_images)} images"
         )
-    if raw_labels.size and raw_labels.max() >= _N_CLASSES:
+    if raw_labels.size and raw_labels.max() >= n_classes:
         raise corrupt_file_error(
-            labels_path, f"label {int(raw_labels.max())} outside 0..{_N_CLASSES - 1}"
+            labels_path, f"label {int(raw_labels.max())} outside 0..{n_classes - 1}"
         )
     images = raw_images.astype(np.float32)
     images /= np.float32(255)
