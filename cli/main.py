@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from eventsnn import __version__
+from eventsnn.augment import KINDS as AUGMENT_KINDS
 from eventsnn.config import ENCODERS, TrainConfig
 from eventsnn.engine.conv import POOL_KINDS
 from eventsnn.loss import SUPERVISION
@@ -112,6 +113,12 @@ TRAIN_OPTIONS = [
                  help="Scale of the input-event gradient per layer (official: 0.85; 1: off)."),
     click.option("--drop-nonpositive/--keep-nonpositive", default=_D.drop_nonpositive, show_default=True,
                  help="Drop windows whose Eq. 12 denominator is <= 0."),
+    click.option("--augment", type=click.Choice(("auto",) + AUGMENT_KINDS), default="auto", show_default=True,
+                 help="Training augmentation (auto: the official one of the dataset: flip for fashion_mnist, "
+                      "crop-flip for cifar, none otherwise; shift: +-2 pixels)."),
+    click.option("--dropout", type=float, default=_D.dropout, show_default=True,
+                 help="Dropout probability after every hidden layer (channel dropout after convolutions); "
+                      "training only."),
     click.option("--limit-train", type=int, default=None, help="Use the first N training images."),
     click.option("--limit-test", type=int, default=None, help="Use the first N test images."),
 ]

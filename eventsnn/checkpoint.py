@@ -51,7 +51,7 @@ def build_network(config: TrainConfig, n_classes: int, input_shape) -> Network:
     return Network.from_arch(config.arch, n_classes, tau_m=config.tau_m, tau_s=config.tau_s,
                              threshold=config.threshold, weight_norm=config.weight_norm,
                              input_shape=input_shape, seed=config.seed, t_end=config.t_end,
-                             pool=config.pool)
+                             pool=config.pool, dropout=config.dropout)
 
 
 def save_checkpoint(path, *, config: TrainConfig, network: Network, epoch: int, history: list,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from . import augment as _augment
 from .arch import parse_arch
 from .engine.conv import POOL_KINDS
 from .loss import SUPERVISION
@@ -53,8 +54,14 @@ class TrainConfig:
     drop_nonpositive: bool = True
     limit_train: int | None = None
     limit_test: int | None = None
+    augment: str = "auto"
+    dropout: float = 0.0
 
     def __post_init__(self):
+        if self.augment == "auto":  # resolved here, so that checkpoints store the concrete kind
+            object.__setattr__(self, "augment", _augment.OFFICIAL.get(self.dataset, "none"))
+        if self.augment not in _augment.KINDS:
+            raise ValueError(f"augment must be one of {('auto',) + _augment.KINDS}, got {self.augment!r}")
         parse_arch(self.arch)
         NeuronParams(self.tau_m, self.tau_s, self.threshold)
         self.grad_params()
@@ -71,6 +78,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.pool not in POOL_KINDS:
@@ -97,6 +106,8 @@ class TrainConfig:
     def from_json(cls, text: str) -> "TrainConfig":
         data = json.loads(text)
         data.setdefault("pool", "adjusted-avg")  # checkpoints written before pooling existed
+        data.setdefault("augment", "none")  # ... and before augmentation existed
+        data.setdefault("dropout", 0.0)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .arch import ArchError, parse_arch
 from .engine.sweep import ForcedSpikes
+from .blocks import DropoutLayer, ResidualBlock
 from .conv_layers import ConvLayer, PoolLayer
 from .layers import DenseLayer, LayerGrads
 from .params import GradParams, NeuronParams
@@ -64,7 +65,10 @@ class Gradients:
         """Gradients aligned with :meth:`Network.parameters` (weight, gain, offset per layer)."""
         flat = []
         for lg in self.layers:
-            if lg.weight is None:  # pooling: no parameters
+            if hasattr(lg, "parameter_grads"):  # composite layer (residual block)
+                flat.extend(lg.parameter_grads())
+                continue
+            if lg.weight is None:  # pooling, dropout: no parameters
                 continue
             flat.append(lg.weight)
             if lg.gain is not None:
@@ -91,7 +95,8 @@ class Network:
     @classmethod
     def from_arch(cls, arch: str, n_classes: int, *, tau_m: float = 5.0, tau_s: float = 3.0,
                   threshold: float = 1.0, weight_norm: bool = True, input_shape=None,
-                  seed=None, t_end: float = 5.0, pool: str = "adjusted-avg") -> "Network":
+                  seed=None, t_end: float = 5.0, pool: str = "adjusted-avg",
+                  dropout: float = 0.0) -> "Network":
         """Build a network from an architecture string.
 
         Parameters
@@ -115,6 +120,10 @@ class Network:
             End of the simulation window (0, t_end] (T for T impulses).
         pool : {"max", "avg", "adjusted-avg"}
             Rule of every pooling layer (``Pk`` tokens).
+        dropout : float in [0, 1)
+            When > 0, a :class:`~eventsnn.blocks.DropoutLayer` after every hidden
+            convolution, residual block and dense layer (channel dropout after
+            convolutions); active only while training.
 
         Examples
         --------
@@ -151,6 +160,11 @@ class Network:
                 layer = ConvLayer(cur, ls.size, ls.kernel, padding=ls.padding,
                                   weight_norm=weight_norm, rng=rng)
                 cur = layer.out_shape
+            elif ls.kind == "residual":
+                if len(cur) == 1:
+                    raise ArchError(f"architecture '{arch}': a residual block cannot follow a dense layer")
+                layer = ResidualBlock(cur, ls.size, ls.kernel, weight_norm=weight_norm, rng=rng)
+                cur = layer.out_shape
             elif ls.kind == "pool":
                 if len(cur) == 1:
                     raise ArchError(f"architecture '{arch}': pooling cannot follow a dense layer")
@@ -160,6 +174,8 @@ class Network:
                 layer = DenseLayer(int(np.prod(cur)), ls.size, weight_norm=weight_norm, rng=rng)
                 cur = (ls.size,)
             layers.append(layer)
+            if dropout > 0 and ls.kind != "pool":
+                layers.append(DropoutLayer(cur, dropout))
         layers.append(DenseLayer(int(np.prod(cur)), int(n_classes), weight_norm=weight_norm, rng=rng))
         return cls(layers, n_classes, params=params, t_end=t_end, input_shape=shape, arch=spec.text)
 

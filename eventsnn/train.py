@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import encode
+from . import augment, encode
 from .checkpoint import build_network, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
@@ -78,6 +78,13 @@ def encode_images(images: np.ndarray, config: TrainConfig) -> SpikeTrains:
     return encode.current(((x - mean) / std).reshape(len(x), -1), steps=config.steps)
 
 
+def set_dropout(net: Network, rng: np.random.Generator | None) -> None:
+    """Activate the dropout layers of ``net`` with ``rng`` (training), or switch them off (None)."""
+    for layer in net.layers:
+        if layer.kind == "dropout":
+            layer.rng = rng
+
+
 def _late_rate(spikes: SpikeTrains, t_end: float) -> float:
     """Mean number of spikes per (sample, neuron) in the last third of the window."""
     denom = max(spikes.n_samples * spikes.n_neurons, 1)
@@ -93,38 +100,52 @@ def init_gains(net: Network, inputs: SpikeTrains, avg_spike_init: float) -> list
     Returns
     -------
     list of float
-        The gain chosen for each layer (1 for pooling layers).
+        The gain chosen for each layer (1 for pooling and dropout layers; the first
+        convolution's for a residual block, whose convolutions are searched in turn).
     """
     target = avg_spike_init / 3.0
     x = inputs
     chosen = []
     for layer in net.layers:
-        if not layer.parameters():  # pooling: nothing to scale
+        if hasattr(layer, "sublayers"):  # residual block: conv1, conv2 in turn, then the shortcut
+            y1, g = _search_gain(layer.conv1, x, net, target)
+            _search_gain(layer.conv2, y1, net, target)
+            if layer.shortcut is not None:
+                _search_gain(layer.shortcut, x, net, target)
             x, _ = layer.forward(x, net.params, net.t_end)
-            chosen.append(1.0)
-            continue
-        base = layer.weight.copy()
-
-        def apply(g):
-            if layer.weight_norm:
-                layer.gain[:] = g
-            else:
-                layer.weight = base * g
-
-        lo, hi = GAIN_RANGE
-        while hi / lo >= GAIN_RATIO:
-            mid = math.sqrt(lo * hi)
-            apply(mid)
-            out, _ = layer.forward(x, net.params, net.t_end)
-            if _late_rate(out, net.t_end) < target:
-                lo = mid
-            else:
-                hi = mid
-        g = math.sqrt(lo * hi)
-        apply(g)
+        elif not layer.parameters():  # pooling, dropout: nothing to scale
+            x, _ = layer.forward(x, net.params, net.t_end)
+            g = 1.0
+        else:
+            x, g = _search_gain(layer, x, net, target)
         chosen.append(g)
-        x, _ = layer.forward(x, net.params, net.t_end)
     return chosen
+
+
+def _search_gain(layer, x: SpikeTrains, net: Network, target: float):
+    """Set one weighted layer's gain (weight-norm) or weight scale by the geometric
+    binary search; returns (the layer's output at the chosen gain, the gain)."""
+    base = layer.weight.copy()
+
+    def apply(g):
+        if layer.weight_norm:
+            layer.gain[:] = g
+        else:
+            layer.weight = base * g
+
+    lo, hi = GAIN_RANGE
+    while hi / lo >= GAIN_RATIO:
+        mid = math.sqrt(lo * hi)
+        apply(mid)
+        out, _ = layer.forward(x, net.params, net.t_end)
+        if _late_rate(out, net.t_end) < target:
+            lo = mid
+        else:
+            hi = mid
+    g = math.sqrt(lo * hi)
+    apply(g)
+    out, _ = layer.forward(x, net.params, net.t_end)
+    return out, g
 
 
 @dataclass
@@ -139,8 +160,29 @@ class BatchStats:
     n_clamped: int
 
 
-def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) -> BatchStats:
-    """One optimisation step on a batch; returns its statistics."""
+def merge_stats(parts: list) -> BatchStats:
+    """The statistics of a batch from those of its parts (sums; ``fired``: or)."""
+    return BatchStats(
+        loss=sum(p.loss for p in parts), correct=sum(p.correct for p in parts), n=sum(p.n for p in parts),
+        spikes=[sum(s) for s in zip(*(p.spikes for p in parts))],
+        fired=[np.logical_or.reduce(f) for f in zip(*(p.fired for p in parts))],
+        n_windows=sum(p.n_windows for p in parts), n_dropped=sum(p.n_dropped for p in parts),
+        n_clamped=sum(p.n_clamped for p in parts),
+    )
+
+
+def batch_gradients(net: Network, images, labels, config: TrainConfig):
+    """Forward, count loss and backward of one batch (no update).
+
+    The loss is a sum over the batch, so the gradients of a batch are the sums
+    of the gradients of any split of it (what data-parallel training uses).
+
+    Returns
+    -------
+    grads : list of ndarray float64
+        dL/dp aligned with ``net.parameters()`` (unclipped).
+    stats : BatchStats
+    """
     inputs = encode_images(images, config)
     result = net.forward(inputs)
     out = result.spikes[-1]
@@ -155,10 +197,8 @@ def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) ->
                          max_dt_du=gp.max_dt_du, input_grad_scale=gp.input_grad_scale,
                          drop_nonpositive=gp.drop_nonpositive, forced=cl.forced, input_grad=False)
     flat = grads.parameter_grads()
-    clip_grad_norm(flat, config.grad_clip)
-    opt.step(flat)
     pred = readout(out)
-    return BatchStats(
+    return flat, BatchStats(
         loss=cl.loss, correct=int(np.sum(pred == np.asarray(labels))), n=len(labels),
         spikes=[s.n_events for s in result.spikes],
         fired=[np.bincount(s.neurons, minlength=s.n_neurons) > 0 for s in result.spikes],
@@ -166,6 +206,23 @@ def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) ->
         n_dropped=sum(lg.raw.n_dropped for lg in grads.layers),
         n_clamped=sum(lg.raw.n_clamped for lg in grads.layers),
     )
+
+
+def apply_gradients(opt: AdamW, grads: list, config: TrainConfig) -> float:
+    """Clip ``grads`` (in place) to the global norm ``config.grad_clip`` and take one AdamW step.
+
+    Returns the norm before clipping.
+    """
+    norm = clip_grad_norm(grads, config.grad_clip)
+    opt.step(grads)
+    return norm
+
+
+def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) -> BatchStats:
+    """One optimisation step on a batch (:func:`batch_gradients` then :func:`apply_gradients`)."""
+    grads, stats = batch_gradients(net, images, labels, config)
+    apply_gradients(opt, grads, config)
+    return stats
 
 
 def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: int = 200,
@@ -179,6 +236,21 @@ def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: i
         first output spike of the predicted class, over samples where it fired;
         model time units), ``spikes_per_inference`` (per layer, mean over samples),
         ``silent_outputs`` (share of samples without any output spike).
+    """
+    return summarise_evaluation(evaluation_sums(net, images, labels, config, batch_size=batch_size,
+                                                progress=progress))
+
+
+def evaluation_sums(net: Network, images, labels, config: TrainConfig, *, batch_size: int = 200,
+                    progress: bool = False) -> dict:
+    """The sums behind :func:`evaluate` over a set of samples (add them up across parts of a test set).
+
+    Returns
+    -------
+    dict
+        ``n``, ``correct``, ``ttd_sum`` (sum of the decision times), ``n_decided``
+        (samples where the predicted class fired), ``silent`` (samples without
+        output spike), ``spikes`` (list: spikes per layer).
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -199,12 +271,19 @@ def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: i
         n_ttd += int(ok.sum())
         silent += int(np.sum(np.diff(out.offsets) == 0))
         spikes += [s.n_events for s in result.spikes]
+    return {"n": int(n), "correct": correct, "ttd_sum": ttd, "n_decided": n_ttd, "silent": silent,
+            "spikes": spikes.tolist()}
+
+
+def summarise_evaluation(sums: dict) -> dict:
+    """The metrics of :func:`evaluate` from (summed) :func:`evaluation_sums`."""
+    n, n_ttd = sums["n"], sums["n_decided"]
     return {
-        "accuracy": correct / max(n, 1),
+        "accuracy": sums["correct"] / max(n, 1),
         "n": int(n),
-        "time_to_decision": ttd / n_ttd if n_ttd else None,
-        "spikes_per_inference": (spikes / max(n, 1)).tolist(),
-        "silent_outputs": silent / max(n, 1),
+        "time_to_decision": sums["ttd_sum"] / n_ttd if n_ttd else None,
+        "spikes_per_inference": (np.asarray(sums["spikes"], dtype=np.float64) / max(n, 1)).tolist(),
+        "silent_outputs": sums["silent"] / max(n, 1),
     }
 
 
@@ -214,7 +293,8 @@ def _write_json_atomic(path: Path, data) -> None:
 
 
 def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checksum: str,
-          n_classes: int = 10, resume: bool = False, progress: bool = True, log=print) -> dict:
+          n_classes: int = 10, resume: bool = False, progress: bool = True, log=print,
+          runner=None) -> dict:
     """Train (or resume) a network; checkpoint after every epoch.
 
     Parameters
@@ -231,6 +311,9 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
         one except for ``epochs``.
     log : callable
         Receives one line of text per epoch.
+    runner : step runner, optional
+        Where the steps run: :class:`LocalSteps` (default, this process) or
+        :class:`eventsnn.distributed.DataParallel` (Dask workers).
 
     Returns
     -------
@@ -268,20 +351,64 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
 
     # numba parallelises over samples; BLAS threads on top of it only compete for the cores
     with threadpool_limits(1, user_api="blas"):
-        _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test,
-                out_dir, ckpt_path, dataset_checksum, progress, log)
+        runner = runner if runner is not None else LocalSteps()
+        runner.bind(config, net, (x_train, y_train), (x_test, y_test), progress)
+        _epochs(config, net, opt, start, history, runner, len(y_train), out_dir, ckpt_path,
+                dataset_checksum, progress, log)
     return {"history": history, "network": net, "config": config}
 
 
-def _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test, out_dir,
-            ckpt_path, dataset_checksum, progress, log):
+def augment_images(images, offsets, flips, config: TrainConfig):
+    """A batch's images after the epoch's augmentation (``offsets``/``flips`` of their positions)."""
+    if config.augment == "none":
+        return images
+    return augment.apply(images, offsets, flips, augment.padding_of(config.augment))
+
+
+class LocalSteps:
+    """Runs the steps of :func:`train` in this process (the default step runner).
+
+    A step runner has four methods, called by the epoch loop:
+
+    * ``bind(config, net, train_data, test_data, progress)`` — once, after the
+      network is built or loaded;
+    * ``start_epoch(epoch, order, offsets, flips)`` — the epoch's sample order
+      and its augmentation (one row per position);
+    * ``step(net, opt, a, b) -> BatchStats`` — one optimisation step on the
+      samples at positions ``a:b`` of the order;
+    * ``evaluate(net) -> dict`` — the test metrics of :func:`evaluate`.
+
+    :class:`eventsnn.distributed.DataParallel` is the other one.
+    """
+
+    def bind(self, config, net, train_data, test_data, progress):
+        self.config, self.progress = config, progress
+        self.x, self.y = train_data
+        self.test = test_data
+
+    def start_epoch(self, epoch, order, offsets, flips):
+        self.order, self.offsets, self.flips = order, offsets, flips
+
+    def step(self, net, opt, a, b) -> BatchStats:
+        idx = self.order[a:b]
+        images = augment_images(self.x[idx], self.offsets[a:b], self.flips[a:b], self.config)
+        return train_step(net, opt, images, self.y[idx], self.config)
+
+    def evaluate(self, net) -> dict:
+        return evaluate(net, self.test[0], self.test[1], self.config, progress=self.progress)
+
+
+def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dataset_checksum,
+            progress, log):
     """The epoch loop of :func:`train` (appends to ``history``, checkpoints every epoch)."""
     from tqdm.auto import tqdm
 
-    n = len(y_train)
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(n)
+        aug_offsets, aug_flips = augment.draw(config.augment, rng, n)
+        runner.start_epoch(epoch, order, aug_offsets, aug_flips)
+        set_dropout(net, np.random.default_rng([config.seed, epoch, 1]) if config.dropout > 0 else None)
         opt.lr = cosine_lr(config.lr, epoch, config.epochs)
         t0 = time.perf_counter()
         tot = {"loss": 0.0, "correct": 0, "n": 0, "windows": 0, "dropped": 0, "clamped": 0}
@@ -290,8 +417,7 @@ def _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test, 
         bar = tqdm(range(0, n, config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for a in bar:
-            idx = order[a:a + config.batch_size]
-            st = train_step(net, opt, x_train[idx], y_train[idx], config)
+            st = runner.step(net, opt, a, min(a + config.batch_size, n))
             tot["loss"] += st.loss
             tot["correct"] += st.correct
             tot["n"] += st.n
@@ -304,7 +430,8 @@ def _epochs(config, net, opt, start, history, x_train, y_train, x_test, y_test, 
             bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.4f}", acc=f"{tot['correct'] / tot['n']:.4f}",
                             rate=f"{spikes[0] / tot['n'] / net.layers[0].n_out:.2f}")
         train_time = time.perf_counter() - t0
-        test = evaluate(net, x_test, y_test, config, progress=progress)
+        set_dropout(net, None)
+        test = runner.evaluate(net)
         sizes = [layer.n_out for layer in net.layers]
         entry = {
             "epoch": epoch + 1,

@@ -62,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..augment import apply, draw
 from . import store
 from .store import DatasetError, DownloadError, corrupt_file_error, notice
 
@@ -482,20 +483,8 @@ def augment(images: np.ndarray, rng: np.random.Generator, *, padding: int = 4) -
         raise TypeError("rng must be a numpy.random.Generator")
     if padding < 0:
         raise ValueError("padding must be >= 0")
-    n, c, h, w = x.shape
-    offsets = rng.integers(0, 2 * padding + 1, size=(n, 2))
-    flip = rng.random(n) < 0.5
-    padded = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-    padded[:, :, padding : padding + h, padding : padding + w] = x
-    rows = offsets[:, :1] + np.arange(h)  # (n, h)
-    cols = offsets[:, 1:] + np.arange(w)  # (n, w)
-    cols = np.where(flip[:, None], cols[:, ::-1], cols)
-    return padded[
-        np.arange(n)[:, None, None, None],
-        np.arange(c)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    offsets, flips = draw("crop-flip", rng, len(x), padding=padding)
+    return apply(x, offsets, flips, padding)
 
 
 def _info(name: str, description: str) -> store.DatasetInfo:

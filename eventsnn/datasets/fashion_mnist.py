@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..augment import apply, draw
 from . import store
 from .mnist import MAGIC_IMAGES, MAGIC_LABELS, IdxFile, idx_images_and_labels, read_idx
 from .mnist import SPLITS as MNIST_SPLITS
@@ -299,10 +300,10 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     images = np.asarray(images)
     if not isinstance(rng, np.random.Generator):
         raise TypeError("rng must be a numpy.random.Generator")
-    flip = rng.random(len(images)) < 0.5
-    out = images.copy()
-    out[flip] = images[flip, ..., ::-1]
-    return out
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images of shape (N, H, W) or (N, C, H, W) expected, got {images.shape}")
+    offsets, flips = draw("flip", rng, len(images))
+    return apply(images, offsets, flips, 0)
 
 
 #: Registry entry of Fashion-MNIST.
