@@ -21,7 +21,9 @@ import click
 
 from eventsnn import __version__
 from eventsnn.augment import KINDS as AUGMENT_KINDS
+from eventsnn.cli.cluster import Cluster, cluster_options, data_parallel
 from eventsnn.config import ENCODERS, TrainConfig
+from eventsnn.device import DEVICES, select_device, set_device
 from eventsnn.engine.conv import POOL_KINDS
 from eventsnn.loss import SUPERVISION
 
@@ -51,6 +53,12 @@ class EventsnnGroup(click.Group):
                 msg = f"missing entry {msg}"
             click.echo(f"Error: {msg}", err=True)
             ctx.exit(2)
+
+
+def _announce_device(choice, err: bool = False) -> str:
+    """Print the one-line notice of a resolved --device (stderr with ``err``); "cpu" | "cuda"."""
+    click.echo(choice.notice, err=err)
+    return choice.device
 
 
 def _check_writable(directory: Path) -> None:
@@ -89,6 +97,8 @@ TRAIN_OPTIONS = [
     click.option("--seed", type=int, default=_D.seed, show_default=True),
     click.option("--steps", "-T", type=int, default=_D.steps, show_default=True,
                  help="T: impulses per pixel at t = 0..T-1; the window is (0, T]."),
+    click.option("--time", type=click.Choice(("continuous", "discrete")), default=_D.time, show_default=True,
+                 help="Engine: exact continuous time, or the official discrete-time algorithm (T steps of dt = 1)."),
     click.option("--encoder", type=click.Choice(ENCODERS), default=_D.encoder, show_default=True),
     click.option("--tau-m", type=float, default=_D.tau_m, show_default=True),
     click.option("--tau-s", type=float, default=_D.tau_s, show_default=True),
@@ -100,8 +110,10 @@ TRAIN_OPTIONS = [
                  help="Target spike count of the label neuron."),
     click.option("--undesired", type=float, default=_D.undesired, show_default=True,
                  help="Target spike count of the other output neurons."),
-    click.option("--supervision", type=click.Choice(SUPERVISION), default=_D.supervision,
-                 show_default=True, help="Supervisory spike of the label neuron (end: at t_end)."),
+    click.option("--supervision", type=click.Choice(("auto",) + SUPERVISION), default="auto",
+                 show_default=True, help="Supervisory spike of the label neuron (end: at t_end; last-rise: at "
+                 "the last rising time, the official placement; auto: end in continuous time, last-rise "
+                 "with --time discrete)."),
     click.option("--weight-norm/--no-weight-norm", default=_D.weight_norm, show_default=True),
     click.option("--pool", type=click.Choice(POOL_KINDS), default=_D.pool, show_default=True,
                  help="Rule of the pooling layers (Pk in --arch)."),
@@ -163,16 +175,23 @@ def _load_split(name: str, split: str, data_dir, limit):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset cache (default $EVENTSNN_DATA or ./data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, out, resume, data_dir, quiet, **opts):
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Engine: cuda (GPU, needs eventsnn[gpu]), cpu, or auto (the GPU when one is usable).")
+@cluster_options
+def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **opts):
     """Train a spiking network on DATASET (e.g. mnist) with exact event-driven backpropagation.
 
     Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
+    With --scheduler or --workers the batches are split across Dask workers
+    (synchronous data-parallel; same weights as one process up to rounding).
     """
     from eventsnn.checkpoint import load_checkpoint
     from eventsnn.datasets import dataset_checksum, dataset_info
     from eventsnn.train import train as run_training
 
     ctx = click.get_current_context()
+    device = _announce_device(select_device(device))
+    cluster = Cluster(scheduler, workers)
     if resume is not None:
         if out is not None and Path(out) != Path(resume):
             raise click.UsageError("use either --out or --resume DIR (the run continues in DIR)")
@@ -187,7 +206,7 @@ def train(dataset, out, resume, data_dir, quiet, **opts):
                 stored = getattr(config, name)
                 if name == "max_dt_du" and value == 0:
                     value = None
-                if value != stored:
+                if value != stored and value != "auto":  # auto: whatever the run resolved it to
                     if name == "epochs":
                         changes["epochs"] = value
                     else:
@@ -209,9 +228,11 @@ def train(dataset, out, resume, data_dir, quiet, **opts):
     click.echo(f"eventsnn {__version__}: training {config.arch} on {config.dataset} "
                f"({len(y_train)} train / {len(y_test)} test images) -> {out_dir}")
     try:
-        result = run_training(config, out_dir, train_data=(x_train, y_train), test_data=(x_test, y_test),
-                              dataset_checksum=checksum, n_classes=n_classes, resume=resume is not None,
-                              progress=not quiet, log=click.echo)
+        with cluster.client() as client:
+            result = run_training(config, out_dir, train_data=(x_train, y_train), test_data=(x_test, y_test),
+                                  dataset_checksum=checksum, n_classes=n_classes, resume=resume is not None,
+                                  progress=not quiet, log=click.echo, runner=data_parallel(client),
+                                  device=device)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: the last completed epoch is saved in {out_dir / 'checkpoint.h5'}; "
                    f"continue with: eventsnn train {dataset} --resume {out_dir}", err=True)
@@ -229,16 +250,28 @@ def train(dataset, out, resume, data_dir, quiet, **opts):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(checkpoint, limit_test, data_dir, as_json, quiet):
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Engine: cuda (GPU, needs eventsnn[gpu]), cpu, or auto (the GPU when one is usable).")
+@cluster_options
+def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler, workers):
     """Test accuracy of a CHECKPOINT (file or run directory), time to decision and spike counts."""
     from eventsnn.checkpoint import load_checkpoint
     from eventsnn.train import evaluate as run_eval
 
     if limit_test is not None and limit_test < 1:
         raise click.UsageError("--limit-test must be >= 1")
+    choice = select_device(device)  # an unusable --device cuda fails before anything is read
+    cluster = Cluster(scheduler, workers)
     ck = load_checkpoint(checkpoint)
     x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test)
-    res = run_eval(ck.network, x, y, ck.config, progress=not (quiet or as_json))
+    set_device(ck.network, _announce_device(choice, err=as_json))
+    with cluster.client() as client:
+        if client is None:
+            res = run_eval(ck.network, x, y, ck.config, progress=not (quiet or as_json))
+        else:
+            from eventsnn.distributed import evaluate as dask_eval
+
+            res = dask_eval(client, ck.network, x, y, ck.config)
     res["epoch"] = ck.epoch
     res["arch"] = ck.config.arch
     res["dataset"] = ck.config.dataset
@@ -287,6 +320,12 @@ def plot_curves(runs, out, labels, title):
 from eventsnn.cli.inspect_commands import register
 
 register(main)
+from eventsnn.cli.bench_commands import register as register_bench  # noqa: E402
+
+register_bench(main)
+from eventsnn.cli.sweep_commands import register as register_sweep  # noqa: E402
+
+register_sweep(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

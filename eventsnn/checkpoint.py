@@ -47,11 +47,13 @@ class Checkpoint:
 
 
 def build_network(config: TrainConfig, n_classes: int, input_shape) -> Network:
-    """The network a configuration describes (weights freshly initialised from ``config.seed``)."""
-    return Network.from_arch(config.arch, n_classes, tau_m=config.tau_m, tau_s=config.tau_s,
-                             threshold=config.threshold, weight_norm=config.weight_norm,
-                             input_shape=input_shape, seed=config.seed, t_end=config.t_end,
-                             pool=config.pool, dropout=config.dropout)
+    """The network a configuration describes (weights freshly initialised from ``config.seed``;
+    time mode ``config.time``, in discrete time T = ``config.steps`` clock steps)."""
+    net = Network.from_arch(config.arch, n_classes, tau_m=config.tau_m, tau_s=config.tau_s,
+                            threshold=config.threshold, weight_norm=config.weight_norm,
+                            input_shape=input_shape, seed=config.seed, t_end=config.t_end,
+                            pool=config.pool, dropout=config.dropout)
+    return net.set_time(config.time, config.steps if config.time == "discrete" else None)
 
 
 def save_checkpoint(path, *, config: TrainConfig, network: Network, epoch: int, history: list,

@@ -4,7 +4,9 @@ Defaults reproduce the official MNIST configuration of the paper's code
 (batch 50, lr 5e-4, weight decay 5e-4, T = 5, targets 5/1, tau 5/3/2.5,
 gain initialisation to 0.5 spikes per neuron, gradient-norm clip 1, seed 3,
 the official stabilisers: |dt/du| cap 4, input-gradient scale 0.85 per layer,
-windows with a non-positive denominator dropped).
+windows with a non-positive denominator dropped). ``time="discrete"`` trains
+with the official discrete-time algorithm instead of exact continuous time (T
+clock steps of dt = 1, :mod:`eventsnn.engine.discrete`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from . import augment as _augment
 from .arch import parse_arch
 from .engine.conv import POOL_KINDS
+from .engine.discrete import Clock
 from .loss import SUPERVISION
+from .network import TIME_MODES
 from .params import GradParams, NeuronParams
 
 ENCODERS = ("current", "latency")
@@ -45,7 +49,7 @@ class TrainConfig:
     tau_grad: float = 2.5
     desired: float = 5.0
     undesired: float = 1.0
-    supervision: str = "end"
+    supervision: str = "auto"
     weight_norm: bool = True
     pool: str = "adjusted-avg"
     avg_spike_init: float = 0.5
@@ -56,6 +60,7 @@ class TrainConfig:
     limit_test: int | None = None
     augment: str = "auto"
     dropout: float = 0.0
+    time: str = "continuous"
 
     def __post_init__(self):
         if self.augment == "auto":  # resolved here, so that checkpoints store the concrete kind
@@ -84,8 +89,16 @@ class TrainConfig:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.pool not in POOL_KINDS:
             raise ValueError(f"pool must be one of {POOL_KINDS}, got {self.pool!r}")
+        if self.supervision == "auto":  # the paper's placement in continuous time, the official code's on the clock
+            object.__setattr__(self, "supervision", "last-rise" if self.time == "discrete" else "end")
         if self.supervision not in SUPERVISION:
             raise ValueError(f"supervision must be one of {SUPERVISION}, got {self.supervision!r}")
+        if self.time not in TIME_MODES:
+            raise ValueError(f"time must be one of {TIME_MODES}, got {self.time!r}")
+        if self.time == "discrete":  # the official clock: T steps of dt = 1 over (0, T]
+            clock = Clock(self.steps, self.t_end)
+            for name in ("tau_m", "tau_s") + (("tau_grad",) if self.grad_kernel == "exp" else ()):
+                clock.decay(getattr(self, name), name)
 
     @property
     def t_end(self) -> float:
@@ -108,6 +121,7 @@ class TrainConfig:
         data.setdefault("pool", "adjusted-avg")  # checkpoints written before pooling existed
         data.setdefault("augment", "none")  # ... and before augmentation existed
         data.setdefault("dropout", 0.0)
+        data.setdefault("time", "continuous")  # ... and before the discrete-time mode
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -35,7 +35,7 @@ from .engine.conv import (
     receptive_field,
 )
 from .engine.sweep import ForcedSpikes
-from .layers import LayerGrads, LayerRecord, WeightedLayer, standardise, standardise_backward
+from .layers import LayerGrads, LayerRecord, WeightedLayer, cuda_engine, standardise, standardise_backward
 from .params import GradParams, NeuronParams
 from .spikes import SpikeTrains
 
@@ -134,15 +134,17 @@ class ConvLayer(WeightedLayer):
         else:
             # a copy: the record must not change when the parameters are updated in place
             w_eff, w_hat, inv_std, gain = self._weight.copy(), None, None, None
-        out, rec = conv_forward(inputs, w_eff, self.geometry, params, t_end, path=path)
+        forward = cuda_engine().conv_forward if self.device == "cuda" else conv_forward
+        out, rec = forward(inputs, w_eff, self.geometry, params, t_end, path=path)
         return out, LayerRecord(rec, w_hat, inv_std, gain)
 
     def backward(self, record: LayerRecord, grad_out, grad_params: GradParams | None = None, *,
                  need_input_grad: bool = True, forced: ForcedSpikes | None = None) -> LayerGrads:
         """Reverse-time backward (Eqs. 12-14, weight sharing) and the weight-standardisation
         chain rule. Uses the parameters as they were at the forward pass."""
-        raw = conv_backward(record.engine, grad_out, grad_params, need_input_grad=need_input_grad,
-                            forced=forced)
+        backward = cuda_engine().conv_backward if self.device == "cuda" else conv_backward
+        raw = backward(record.engine, grad_out, grad_params, need_input_grad=need_input_grad,
+                       forced=forced)
         if record.w_hat is None:
             return LayerGrads(raw.d_weight, None, None, raw.d_times, raw.d_amplitudes, raw)
         d_w, d_gain, d_offset = standardise_backward(raw.d_weight.reshape(self.c_out, -1),
@@ -169,6 +171,9 @@ class PoolLayer:
 
     #: the layer type, as ``DenseLayer.kind`` / ``ConvLayer.kind``; the pooling rule is ``pool_kind``
     kind = "pool"
+    #: the network's device (:func:`eventsnn.device.set_device`); pooling, a cheap relabelling
+    #: of events, always runs on the host
+    device = "cpu"
 
     def __init__(self, in_shape, k: int, kind: str = "adjusted-avg"):
         if kind not in POOL_KINDS:

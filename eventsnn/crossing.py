@@ -43,18 +43,30 @@ CROSSING_MAX_ITER = 200
 NO_CROSSING = -1.0
 
 
-@njit(cache=True)
-def _u_du(V, R, d, tau_m, tau_s):
-    """(u(d), u'(d)) of the state (V, R), with two transcendental calls."""
+@njit(cache=True, inline="always")
+def _interval_factors(L, tau_m, tau_s):
+    """(exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L)) from two transcendental calls.
+
+    With tau_slow = max(tau_m, tau_s), tau_fast = min, delta = 1/tau_fast - 1/tau_slow
+    and x = expm1(-L delta): exp(-L/tau_fast) = exp(-L/tau_slow) (1 + x),
+    eps(L) = -|A| exp(-L/tau_slow) x, eps'(L) = exp(-L/tau_slow) (1/tau_s + |A|/tau_fast x).
+    """
     slow = max(tau_m, tau_s)
     fast = min(tau_m, tau_s)
     delta = (slow - fast) / (slow * fast)
     abs_a = tau_m / abs(tau_m - tau_s)
-    e_slow = math.exp(-d / slow)
-    x = math.expm1(-d * delta)
-    e_m = e_slow if tau_m >= tau_s else e_slow * (1.0 + x)
-    eps = -abs_a * e_slow * x
-    deps = e_slow * (1.0 / tau_s + abs_a / fast * x)
+    e_slow = math.exp(-L / slow)
+    x = math.expm1(-L * delta)
+    e_fast = e_slow * (1.0 + x)
+    e_m = e_slow if tau_m >= tau_s else e_fast
+    e_s = e_fast if tau_m >= tau_s else e_slow
+    return e_m, e_s, -abs_a * e_slow * x, e_slow * (1.0 / tau_s + abs_a / fast * x)
+
+
+@njit(cache=True)
+def _u_du(V, R, d, tau_m, tau_s):
+    """(u(d), u'(d)) of the state (V, R), with two transcendental calls."""
+    e_m, _, eps, deps = _interval_factors(d, tau_m, tau_s)
     return V * e_m + R * eps, -V / tau_m * e_m + R * deps
 
 
@@ -168,3 +180,98 @@ def _first_crossing(V, R, L, em_L, eps_L, deps_L, tau_m, tau_s, theta, t0, rtol,
         return _solve_bracket(V, R, dstar, L, _u(V, R, dstar, tau_m, tau_s), uL, tau_m, tau_s,
                               theta, tol, max_iter)
     return _solve_bracket(V, R, 0.0, L, V, uL, tau_m, tau_s, theta, tol, max_iter)
+
+
+@njit(cache=True, inline="always")
+def _screen(V, R, em_L, eps_L, deps_L, rm, rs, theta):
+    """True when the interval (0, L] may hold a crossing: u(L) >= theta, or a maximum
+    inside (u'(0) > 0 > u'(L)). ``rm`` = 1/tau_m, ``rs`` = 1/tau_s; no transcendental call."""
+    return (V * em_L + R * eps_L >= theta) or ((R * rs - V * rm > 0.0) and (R * deps_L - V * rm * em_L < 0.0))
+
+
+@njit(cache=True, inline="always")
+def _interval_spike(V, R, L, em_L, eps_L, deps_L, tau_m, tau_s, theta, t0, t_next, has_next,
+                    rtol, max_iter):
+    """The spike of a neuron in the interval (t0, t0 + L] after an input group.
+
+    Returns ``(d, t_k, on_next)``: d < 0 when there is no crossing; a crossing that
+    lands on the end of the interval (d >= L, or t0 + d rounding to t_next or beyond)
+    is placed exactly at ``t_next`` (the next group's time, or t_end) with d = L, and
+    ``on_next`` = ``has_next`` says that the next group's inputs are forgotten.
+    """
+    d = _first_crossing(V, R, L, em_L, eps_L, deps_L, tau_m, tau_s, theta, t0, rtol, max_iter)
+    if d < 0.0:
+        return d, 0.0, False
+    tk = t0 + d
+    if d >= L or tk >= t_next:
+        return L, t_next, has_next
+    return d, tk, False
+
+
+@njit(cache=True, inline="always")
+def _advance(V, R, em_L, es_L, eps_L):
+    """State after an interval of length L: (V e^{-L/tau_m} + R eps(L), R e^{-L/tau_s})."""
+    return V * em_L + R * eps_L, R * es_L
+
+
+#: The scalar routines of this module, compiled once more for every other backend by
+#: :func:`compile_family` (the GPU engine adds its own scalar routines to the list).
+SCALAR_ROUTINES = (_interval_factors, _u_du, _u, _du, _critical_point, _solve_bracket,
+                   _first_crossing, _screen, _interval_spike, _advance)
+
+
+class FamilyError(ValueError):
+    """A routine compiled by :func:`compile_family` calls a compiled routine outside its family."""
+
+
+def compile_family(routines, decorator, overrides=None) -> dict:
+    """Compile the *same Python source* of ``routines`` with another decorator.
+
+    Each routine's code object is rebound to a copy of its module's globals in
+    which every member of the family (and every entry of ``overrides``) stands
+    for its new compilation, so calls between members resolve within the family:
+    e.g. ``compile_family(SCALAR_ROUTINES, numba.cuda.jit(device=True))`` gives
+    device functions whose ``_first_crossing`` calls the device ``_solve_bracket``.
+    The CPU routines (``njit(cache=True)`` dispatchers) are left untouched.
+
+    Parameters
+    ----------
+    routines : sequence of numba dispatchers or plain functions
+    decorator : callable
+        Applied to each rebound function (e.g. ``numba.cuda.jit(device=True)``).
+    overrides : dict, optional
+        name -> routine used instead of the module's global of that name (e.g. an
+        atomic accumulation on the GPU for a plain ``+=`` on the CPU).
+
+    Returns
+    -------
+    dict
+        name -> compiled routine, overrides included.
+
+    Raises
+    ------
+    FamilyError
+        When a routine refers to a compiled (numba) routine that is neither in the
+        family nor overridden: it would silently call the CPU version.
+    """
+    import types
+
+    from numba.core.dispatcher import Dispatcher
+
+    family = dict(overrides or {})
+    spaces = {}
+    members = []
+    for routine in routines:
+        py = getattr(routine, "py_func", routine)
+        space = spaces.setdefault(id(py.__globals__), dict(py.__globals__))
+        members.append((py, space))
+    names = {py.__name__ for py, _ in members} | set(family)
+    for py, space in members:
+        for name in py.__code__.co_names:
+            if isinstance(space.get(name), Dispatcher) and name not in names:
+                raise FamilyError(f"{py.__name__} calls {name}, which is not in the family")
+        fn = types.FunctionType(py.__code__, space, py.__name__, py.__defaults__, py.__closure__)
+        family[py.__name__] = decorator(fn)
+    for space in spaces.values():
+        space.update(family)
+    return family

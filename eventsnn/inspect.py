@@ -28,6 +28,13 @@ the quantities are those of the paper's equations.
   with the exact resets, stored in HDF5 (atomic write).
 
 Time is in model units throughout (one unit = one step of the official code).
+
+Discrete time (a network or forward pass on the official clock,
+``net.time == "discrete"``): :func:`spike_gradients`, :func:`gradient_sums`,
+:func:`loss_gradient`, :func:`verify_invariance` (Eq. 8 only: no continuous
+shares to sum) and :func:`simulate` without membrane traces work; the
+functions that need continuous spike windows or differentiable spike times
+raise :class:`ContinuousTimeOnly` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -58,6 +65,23 @@ SIMULATION_FORMAT = "eventsnn.simulation/1"
 MAX_MEMBRANE_VALUES = 20_000_000
 
 
+class ContinuousTimeOnly(ValueError):
+    """An inspection that needs the exact continuous-time engine, asked of a network (or a
+    forward pass) on the discrete clock."""
+
+
+def require_continuous(time: str, what: str) -> None:
+    """Raise :class:`ContinuousTimeOnly` unless ``time`` (a network's or a forward pass's
+    ``time``) is "continuous"; ``what`` names the inspection in the message."""
+    if time != "continuous":
+        raise ContinuousTimeOnly(f"{what} needs exact continuous time, and this network runs on the "
+                                 "discrete clock (--time discrete); verify-invariance, simulate "
+                                 "(without membrane traces) and evaluate work in discrete time")
+
+
+#: Layer kinds made of neurons of their own (windows, shares, membrane potentials).
+NEURON_KINDS = ("dense", "conv")
+
 # ----------------------------------------------------------------------------------
 # layers, spikes and windows
 # ----------------------------------------------------------------------------------
@@ -78,6 +102,10 @@ def layer_name(net: Network, layer: int) -> str:
         return f"conv {lay.c_out}C{lay.k}{pad} -> {tuple(lay.out_shape)}"
     if lay.kind == "pool":
         return f"pool P{lay.k} {lay.pool_kind} -> {tuple(lay.out_shape)}"
+    if lay.kind == "residual":
+        return f"residual R{lay.c_out}C{lay.k} -> {tuple(lay.out_shape)}"
+    if lay.kind == "dropout":
+        return f"dropout {lay.p:g}"
     if l == len(net.layers) - 1:
         return f"output (dense {lay.n_out})"
     return f"dense {lay.n_out}"
@@ -105,11 +133,13 @@ class _LayerView:
     """The input events of one dense or conv layer and the effective weights its forward used."""
 
     def __init__(self, net: Network, result: ForwardResult, layer: int):
+        require_continuous(result.time, "looking into a spike's window (Eqs. 6, 12)")
         self.index = _layer_index(net, layer)
         lay = net.layers[self.index]
-        if lay.kind == "pool":
-            raise ValueError(f"layer {self.index} is a pooling layer: it has no neurons of its own "
-                             "(inspect a dense or conv layer)")
+        if lay.kind not in NEURON_KINDS:
+            kind = "pooling" if lay.kind == "pool" else lay.kind
+            raise ValueError(f"layer {self.index} is a {kind} layer: only dense and conv layers can be "
+                             "looked into (their neurons' windows)")
         self.kind = lay.kind
         self.layer = lay
         self.inputs = result.inputs if self.index == 0 else result.spikes[self.index - 1]
@@ -377,14 +407,11 @@ def loss_gradient(result: ForwardResult, labels, config, *, supervision: str | N
     CountLoss
         ``grad`` (G of every output spike) and ``forced`` (the supervisory spikes).
     """
-    from .engine.sweep import last_rise_times
     from .loss import count_loss
 
     sup = config.supervision if supervision is None else supervision
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    sup_t = None
-    if sup == "last-rise":
-        sup_t = last_rise_times(result.records[-1].engine, np.arange(labels.size), labels)
+    sup_t = Network.supervision_times(result, labels, sup)
     return count_loss(result.spikes[-1], labels, steps=config.steps, t_end=config.t_end,
                       desired=config.desired, undesired=config.undesired, supervision=sup,
                       supervision_times=sup_t)
@@ -652,9 +679,11 @@ def verify_invariance(net: Network, result: ForwardResult, grad_out, *, kernel: 
     per_layer, grads = spike_gradients(net, result, grad_out, kernel=kernel, tau_grad=tau_grad,
                                        forced=forced)
     n = len(net.layers)
+    clock = result.time == "discrete"  # Eq. 8 only: no continuous-time shares to sum (Eq. 6)
     f_use = np.zeros(0, dtype=bool)
     if forced is not None and np.size(forced.times):
-        f_use = forced_windows(net, result, forced)
+        # on the clock every given supervisory spike is written into the raster
+        f_use = np.ones(np.size(forced.times), dtype=bool) if clock else forced_windows(net, result, forced)
     rows = []
     for l in range(n - 1, -1, -1):
         lay = net.layers[l]
@@ -671,6 +700,8 @@ def verify_invariance(net: Network, result: ForwardResult, grad_out, *, kernel: 
                 rec = result.records[l]
                 k2 = lay.k * lay.k
                 expected_loss = float(np.sum(g_out * (k2 - rec.count) / k2))
+        elif clock or lay.kind not in NEURON_KINDS:  # Eq. 8 sums only (residual: its convs inside)
+            dropped = int(grads.layers[l].raw.n_dropped)
         else:
             dropped = int(grads.layers[l].raw.n_dropped)
             _, sums = share_sums(net, result, l, kernel=kernel, tau_grad=tau_grad,
@@ -743,7 +774,7 @@ def _event_structure(net: Network, result: ForwardResult) -> list:
     for l, lay in enumerate(net.layers):
         st = result.spikes[l]
         out.append(st.counts())
-        if lay.kind == "pool":
+        if lay.kind not in NEURON_KINDS:
             out.append(np.zeros(0, dtype=np.int64))
             continue
         inp = result.inputs if l == 0 else result.spikes[l - 1]
@@ -869,6 +900,7 @@ def gradcheck(net: Network, inputs: SpikeTrains, *, weights_per_layer: int = 8,
     -------
     GradcheckReport
     """
+    require_continuous(net.time, "gradcheck (finite differences of spike times)")
     if int(weights_per_layer) < 1:
         raise ValueError(f"weights_per_layer must be >= 1, got {weights_per_layer}")
     if not float(step) > 0:
@@ -900,9 +932,11 @@ def gradcheck(net: Network, inputs: SpikeTrains, *, weights_per_layer: int = 8,
             return "order"
         return None
 
+    if any(lay.kind == "residual" for lay in net.layers):
+        raise ValueError("gradcheck does not look inside residual blocks yet: check a network without them")
     layers = []
     for l, lay in enumerate(net.layers):
-        if lay.kind == "pool":
+        if lay.kind not in NEURON_KINDS:
             continue
         W = lay.weight  # the live array, perturbed in place and restored
         an_all = grads.weights[l]
@@ -1068,6 +1102,7 @@ def reverse_gradient(net: Network, result: ForwardResult, grad_out, *,
     -------
     ReverseReport
     """
+    require_continuous(result.time, "reverse-gradient (Eq. 11 on the spike windows)")
     rng = np.random.default_rng(rng)
     p = net.params
     n = len(net.layers)
@@ -1080,7 +1115,7 @@ def reverse_gradient(net: Network, result: ForwardResult, grad_out, *,
         per_layer, _ = spike_gradients(net, result, grad_out, kernel=kernel, tau_grad=tau_grad,
                                        forced=forced, input_grad=False)
         for l, lay in enumerate(net.layers):
-            if lay.kind == "pool":
+            if lay.kind not in NEURON_KINDS:
                 continue
             view = _LayerView(net, result, l)
             G = per_layer[l]
@@ -1276,8 +1311,10 @@ def simulate(net: Network, inputs: SpikeTrains, *, sample: int | None = None, la
         raise ValueError(f"membrane_points must be 0 (no traces) or >= 2, got {membrane_points}")
     if points:
         l = _layer_index(net, membrane_layer)
-        if net.layers[l].kind == "pool":
-            raise ValueError(f"layer {l} is a pooling layer: it has no membrane potential")
+        if net.layers[l].kind not in NEURON_KINDS:
+            kind = "pooling" if net.layers[l].kind == "pool" else net.layers[l].kind
+            raise ValueError(f"layer {l} is a {kind} layer: only dense and conv layers have "
+                             "membrane potentials to record")
         n_out = net.layers[l].n_out
         neurons = (np.arange(n_out) if membrane_neurons is None
                    else np.asarray(membrane_neurons, dtype=np.int64).reshape(-1))

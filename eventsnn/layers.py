@@ -124,12 +124,24 @@ class LayerGrads:
     raw: DenseGrads
 
 
+def cuda_engine():
+    """The GPU engine :mod:`eventsnn.engine.cuda`, imported on first use (importing
+    eventsnn never imports numba.cuda)."""
+    from .engine import cuda
+
+    return cuda
+
+
 class WeightedLayer:
     """Base of the layers with a weight array: ``weight`` is a plain numpy array that
     users may read and assign (validated: same shape, finite; written in place so
-    that optimisers keep their reference)."""
+    that optimisers keep their reference).
+
+    ``device`` ("cpu" or "cuda") is the engine that runs forward and backward; set it
+    with :func:`eventsnn.device.set_device` (both give the same results)."""
 
     _weight: np.ndarray
+    device = "cpu"
 
     @property
     def weight(self) -> np.ndarray:
@@ -201,7 +213,8 @@ class DenseLayer(WeightedLayer):
         else:
             # a copy: the record must not change when the parameters are updated in place
             w_eff, w_hat, inv_std, gain = self._weight.copy(), None, None, None
-        out, rec = dense_forward(inputs, w_eff, params, t_end)
+        forward = cuda_engine().dense_forward if self.device == "cuda" else dense_forward
+        out, rec = forward(inputs, w_eff, params, t_end)
         return out, LayerRecord(rec, w_hat, inv_std, gain)
 
     def backward(self, record: LayerRecord, grad_out, grad_params: GradParams, *,
@@ -210,8 +223,9 @@ class DenseLayer(WeightedLayer):
 
         Uses the parameters as they were at the forward pass (stored in ``record``).
         """
-        raw = dense_backward(record.engine, grad_out, grad_params, need_input_grad=need_input_grad,
-                             forced=forced)
+        backward = cuda_engine().dense_backward if self.device == "cuda" else dense_backward
+        raw = backward(record.engine, grad_out, grad_params, need_input_grad=need_input_grad,
+                       forced=forced)
         if record.w_hat is None:
             return LayerGrads(raw.d_weight, None, None, raw.d_times, raw.d_amplitudes, raw)
         d_w, d_gain, d_offset = standardise_backward(raw.d_weight, record.w_hat, record.inv_std,

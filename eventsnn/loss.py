@@ -16,10 +16,16 @@ t_end (the paper's rule, ``"end"``) or at the last time after its last spike
 where its potential was rising (the official code's rule, ``"last-rise"``,
 times from :func:`eventsnn.engine.sweep.last_rise_times`); it counts in the
 loss, carries gradient (see :class:`~eventsnn.engine.sweep.ForcedSpikes`) and
-does not reset the neuron. ``"none"`` switches it off.
+does not reset the neuron. ``"none"`` switches it off. In discrete time the
+times come from the official rule on the clock
+(:meth:`eventsnn.network.Network.supervision_times`): NaN marks a sample that
+gets no supervisory spike (it would fall on a real spike).
 
 Readout: the largest spike count wins; ties go to the earlier first spike,
-then to the lower index.
+then to the lower index. In discrete time the official readout applies
+(``weighting="time"``): the largest time-weighted count
+``sum_k (1.1 - t_k/(10 t_end))`` (t_k = n dt, so the weight is 1.1 - n/(10 T)),
+ties to the lower index.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from .engine.sweep import ForcedSpikes
 from .spikes import SpikeTrains
 
 SUPERVISION = ("end", "last-rise", "none")
+#: Readout rules of :func:`readout`.
+READOUTS = ("count", "time")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +78,11 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
         Target counts of the label neuron and of the others.
     supervision : {"end", "last-rise", "none"}
     supervision_times : array_like of float, shape (n_samples,), optional
-        Time of each sample's supervisory spike; required for "last-rise"
-        (ignored otherwise).
+        Time of each sample's supervisory spike; required for "last-rise",
+        optional for "end" (default t_end), ignored for "none". NaN: that
+        sample gets no supervisory spike (the discrete-time rule adds none
+        where it would fall on a real spike, see
+        :func:`eventsnn.engine.discrete.supervision_times`).
     """
     if supervision not in SUPERVISION:
         raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
@@ -83,16 +94,16 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
         raise ValueError(f"labels must lie in [0, {C})")
     counts = outputs.counts()
     rows = np.arange(S)
-    if supervision == "last-rise":
-        if supervision_times is None:
-            raise ValueError('supervision="last-rise" needs supervision_times (see last_rise_times)')
+    if supervision == "last-rise" and supervision_times is None:
+        raise ValueError('supervision="last-rise" needs supervision_times (see last_rise_times)')
+    if supervision != "none" and supervision_times is not None:
         sup_t = np.asarray(supervision_times, dtype=np.float64).reshape(-1)
         if sup_t.size != S:
             raise ValueError(f"supervision_times must have one entry per sample ({S}), got {sup_t.size}")
     else:
         sup_t = np.full(S, float(t_end))
-    if supervision != "none":
-        counts[rows, labels] += 1
+    sup = rows[~np.isnan(sup_t)] if supervision != "none" else rows[:0]  # samples with one
+    counts[sup, labels[sup]] += 1
     target = np.full((S, C), float(undesired))
     target[rows, labels] = float(desired)
     delta = (counts - target) / float(steps)
@@ -105,17 +116,36 @@ def count_loss(outputs: SpikeTrains, labels, *, steps: float, t_end: float, desi
     grad = G[outputs.samples, outputs.neurons]
     forced = None
     if supervision != "none":
-        forced = ForcedSpikes(samples=rows, neurons=labels, times=sup_t, grads=G[rows, labels])
+        forced = ForcedSpikes(samples=sup, neurons=labels[sup], times=sup_t[sup], grads=G[sup, labels[sup]])
     return CountLoss(loss, grad, forced, counts)
 
 
-def readout(outputs: SpikeTrains) -> np.ndarray:
-    """Predicted class per sample: largest count, ties by earlier first spike, then lower index.
+def readout(outputs: SpikeTrains, *, weighting: str = "count", t_end: float | None = None) -> np.ndarray:
+    """Predicted class per sample.
+
+    Parameters
+    ----------
+    outputs : SpikeTrains
+        Output-layer spikes.
+    weighting : {"count", "time"}
+        "count": largest count, ties by earlier first spike, then lower index.
+        "time" (the official code's readout, discrete time): largest time-weighted
+        count ``sum_k (1.1 - t_k / (10 t_end))``, ties to the lower index.
+    t_end : float
+        Window end; required for "time".
 
     Returns
     -------
     ndarray int64 (n_samples,)
     """
+    if weighting not in READOUTS:
+        raise ValueError(f"weighting must be one of {READOUTS}, got {weighting!r}")
+    if weighting == "time":
+        if t_end is None or not float(t_end) > 0:
+            raise ValueError('readout weighting="time" needs t_end > 0')
+        score = np.zeros((outputs.n_samples, outputs.n_neurons))
+        np.add.at(score, (outputs.samples, outputs.neurons), 1.1 - outputs.times / (10.0 * float(t_end)))
+        return np.argmax(score, axis=1).astype(np.int64)
     counts = outputs.counts()
     first = outputs.first_times()
     best = counts == counts.max(axis=1, keepdims=True)

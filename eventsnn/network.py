@@ -6,16 +6,24 @@ to dL/dt of its input events, which are the output spikes of the layer below,
 and so on down to the input events; every layer also returns the gradients of
 its parameters. The sum of the spike gradients is conserved from layer to
 layer (Eq. 8) unless a stabiliser is switched on.
+
+Time mode (:meth:`Network.set_time`): "continuous" (default) runs the exact
+event-driven engines; "discrete" runs every layer on the official code's
+clock (:mod:`eventsnn.discrete_layers`, :mod:`eventsnn.engine.discrete`) with
+the same parameters and the same result types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from .arch import ArchError, parse_arch
-from .engine.sweep import ForcedSpikes
+from .engine.sweep import ForcedSpikes, last_rise_times
+from .engine import discrete as _clock
+from . import discrete_layers as _clock_layers
 from .blocks import DropoutLayer, ResidualBlock
 from .conv_layers import ConvLayer, PoolLayer
 from .layers import DenseLayer, LayerGrads
@@ -34,12 +42,14 @@ class ForwardResult:
         first hidden layer, -1 the output layer).
     records : list — per-layer state for the backward pass.
     t_end : float — end of the simulation window.
+    time : str — "continuous" or "discrete": the engine that made ``records``.
     """
 
     inputs: SpikeTrains
     spikes: list
     records: list
     t_end: float
+    time: str = "continuous"
 
 
 @dataclass(eq=False)
@@ -74,6 +84,10 @@ class Gradients:
             if lg.gain is not None:
                 flat.extend([lg.gain, lg.offset])
         return flat
+
+
+#: Time modes of :meth:`Network.set_time`.
+TIME_MODES = ("continuous", "discrete")
 
 
 class Network:
@@ -183,8 +197,85 @@ class Network:
     def n_inputs(self) -> int:
         return self.layers[0].n_in
 
+    # -- time mode ----------------------------------------------------------------------
+    #: "continuous" (exact event-driven engines) or "discrete" (the official clock,
+    #: :mod:`eventsnn.engine.discrete`); set with :meth:`set_time`.
+    time = "continuous"
+    #: Clock steps over (0, t_end] in discrete time (None in continuous time).
+    steps = None
+    #: Discrete time: currents of every clock step through BLAS, empty steps included.
+    every_step = False
+
+    def set_time(self, time: str, steps: int | None = None, *, every_step: bool = False) -> "Network":
+        """Choose the engine of :meth:`forward` / :meth:`backward`.
+
+        Parameters
+        ----------
+        time : {"continuous", "discrete"}
+            "discrete" runs the official clock-driven algorithm: the window (0, t_end]
+            cut into ``steps`` steps of dt = t_end / steps (official: dt = 1).
+        steps : int, optional
+            Number of clock steps (discrete time only); default round(t_end).
+        every_step : bool
+            Discrete time: compute the currents of every step with one BLAS product, steps
+            without input included (the official code's computation; same results, slower)
+            instead of only the steps that hold events (:class:`~eventsnn.engine.discrete.Clock`).
+
+        Returns
+        -------
+        Network — ``self``.
+        """
+        if time not in TIME_MODES:
+            raise ValueError(f"time must be one of {TIME_MODES}, got {time!r}")
+        if time == "continuous":
+            self.time, self.steps, self.every_step = time, None, False
+            return self
+        clock = _clock.Clock(max(1, round(self.t_end)) if steps is None else steps, self.t_end, every_step)
+        for layer in self.layers:
+            if layer.kind not in _clock_layers.KINDS:
+                raise ValueError(f"discrete time runs {', '.join(_clock_layers.KINDS)} layers; this "
+                                 f"network has a {layer.kind} layer")
+        clock.decay(self.params.tau_m, "tau_m")
+        clock.decay(self.params.tau_s, "tau_s")
+        self.time, self.steps, self.every_step = time, clock.steps, clock.every_step
+        return self
+
+    @property
+    def readout_weighting(self) -> str:
+        """Readout of this mode (:func:`eventsnn.loss.readout`): "count" in continuous time,
+        "time" (the official time-weighted count) in discrete time."""
+        return "time" if self.time == "discrete" else "count"
+
+    def layer_forward(self, layer, inputs: SpikeTrains, t_end: float | None = None):
+        """Forward of one layer (``layer`` or its index) in this network's time mode;
+        returns (output SpikeTrains, record)."""
+        layer = self.layers[layer] if isinstance(layer, (int, np.integer)) else layer
+        t_end = self.t_end if t_end is None else float(t_end)
+        if self.time == "continuous":
+            return layer.forward(inputs, self.params, t_end)
+        return _clock_layers.layer_forward(layer, inputs, self.params,
+                                           _clock.Clock(self.steps, t_end, self.every_step))
+
+    @staticmethod
+    def supervision_times(result: ForwardResult, labels, rule: str):
+        """Per-sample time of the label neuron's supervisory spike, for
+        :func:`eventsnn.loss.count_loss` (``supervision_times``).
+
+        Continuous time: "last-rise" -> :func:`~eventsnn.engine.sweep.last_rise_times`,
+        otherwise None (the loss places it at t_end). Discrete time: the official rule on
+        the clock (:func:`eventsnn.engine.discrete.supervision_times`; "end": the last
+        step), NaN where no supervisory spike is added; None for "none".
+        """
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        rec = result.records[-1].engine
+        if result.time == "discrete":
+            return None if rule == "none" else _clock.supervision_times(rec, labels, rule)
+        if rule != "last-rise":
+            return None
+        return last_rise_times(rec, np.arange(labels.size), labels)
+
     def forward(self, inputs: SpikeTrains, *, t_end: float | None = None) -> ForwardResult:
-        """Exact continuous-time forward through every layer.
+        """Forward through every layer: exact continuous time, or the clock in discrete time.
 
         Parameters
         ----------
@@ -199,10 +290,10 @@ class Network:
         spikes, records = [], []
         x = inputs
         for layer in self.layers:
-            x, rec = layer.forward(x, self.params, t_end)
+            x, rec = self.layer_forward(layer, x, t_end)
             spikes.append(x)
             records.append(rec)
-        return ForwardResult(inputs, spikes, records, t_end)
+        return ForwardResult(inputs, spikes, records, t_end, self.time)
 
     def backward(self, result: ForwardResult, grad_out, *, kernel: str = "exp", tau_grad: float = 2.5,
                  max_dt_du: float | None = None, input_grad_scale: float = 1.0,
@@ -230,9 +321,10 @@ class Network:
         out: list[LayerGrads | None] = [None] * n
         g = np.asarray(grad_out, dtype=np.float64)
         for l in range(n - 1, -1, -1):
-            lg = self.layers[l].backward(result.records[l], g, gp,
-                                         need_input_grad=(l > 0 or input_grad),
-                                         forced=forced if l == n - 1 else None)
+            backward = (self.layers[l].backward if result.time == "continuous"
+                        else partial(_clock_layers.layer_backward, self.layers[l]))
+            lg = backward(result.records[l], g, gp, need_input_grad=(l > 0 or input_grad),
+                          forced=forced if l == n - 1 else None)
             out[l] = lg
             g = lg.events
         return Gradients(

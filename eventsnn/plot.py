@@ -13,6 +13,10 @@
 * :func:`plot_reverse_gradient` — the reverse-gradient problem (Fig. 4, Eq. 11).
 * :func:`plot_raster` — spike rasters of every layer of a simulation.
 * :func:`plot_membrane` — membrane potentials with the exact crossings and resets.
+* :func:`plot_engine_scaling` — cost of the continuous and discrete engines against
+  the number of clock steps and of spikes (``eventsnn bench --plot``).
+* :func:`plot_dt_convergence` — the discrete clock against exact time at
+  decreasing dt (``eventsnn dt-convergence --plot``).
 
 Time is in model units (one unit = one step of the official code); potentials
 in threshold units.
@@ -567,5 +571,97 @@ def plot_membrane(sim, neurons, path, *, title: str | None = None) -> Path:
         what += f" (label {sim.label})"
     fig.suptitle(title or f"Membrane potential, {what} ({len(traces[0][0])} points per trace + exact crossings)",
                  fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------
+# continuous vs discrete time
+# ----------------------------------------------------------------------------------
+def plot_engine_scaling(data: dict, path, *, title: str | None = None) -> Path:
+    """Cost of a training step per sample of both engines, against the number of clock
+    steps T and against the number of spikes (from :func:`eventsnn.bench.engine_scaling`).
+
+    Parameters
+    ----------
+    data : dict
+        ``by_steps`` and ``by_spikes`` rows (seconds per sample, spikes per sample).
+    path : str or os.PathLike
+    """
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    st = data["by_steps"]
+    T = [r["steps"] for r in st]
+    a1.loglog(T, [1e3 * r["continuous_s_per_sample"] for r in st], "o-", color="tab:blue",
+              label="continuous (exact; does not see T)")
+    a1.loglog(T, [1e3 * r["discrete_s_per_sample"] for r in st], "s-", color="tab:red",
+              label="discrete (official clock, dt = t_end/T)")
+    if st and "discrete_every_step_s_per_sample" in st[0]:
+        a1.loglog(T, [1e3 * r["discrete_every_step_s_per_sample"] for r in st], "^--", color="tab:orange",
+                  label="discrete, every step through BLAS (official computation)")
+    a1.set_xlabel("clock steps T over the same window")
+    a1.set_ylabel("ms per training sample (forward + backward)")
+    a1.set_title("cost vs number of time steps", fontsize=10)
+    sp = data["by_spikes"]
+    a2.loglog([r["continuous_spikes_per_sample"] for r in sp], [1e3 * r["continuous_s_per_sample"] for r in sp],
+              "o-", color="tab:blue", label="continuous")
+    a2.loglog([r["discrete_spikes_per_sample"] for r in sp], [1e3 * r["discrete_s_per_sample"] for r in sp],
+              "s-", color="tab:red", label=f"discrete, T = {sp[0]['steps'] if sp else '-'}")
+    a2.set_xlabel("spikes per sample (all layers; hidden gains scaled)")
+    a2.set_ylabel("ms per training sample")
+    a2.set_title("cost vs number of spikes", fontsize=10)
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"{data.get('arch', '')}: cost of each engine (batch {data.get('batch', '-')})",
+                 fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dt_convergence(report, path, *, title: str | None = None) -> Path:
+    """The discrete clock against exact continuous time at decreasing dt
+    (from :func:`eventsnn.convergence.dt_convergence`): count mismatch and spike-time
+    error per layer, and the agreement of the predicted classes.
+
+    Parameters
+    ----------
+    report : ConvergenceReport or its ``to_dict()``
+    path : str or os.PathLike
+    """
+    d = report.to_dict() if hasattr(report, "to_dict") else report
+    rows = d["rows"]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    dt = [r["dt"] for r in rows]
+    for l, name in enumerate(d["layers"]):
+        mism = [100 * r["layers"][l]["pairs_mismatched"] for r in rows]
+        axes[0].plot(dt, mism, "o-", label=f"layer {l} ({name})")
+        te = [r["layers"][l]["time_error"] for r in rows]
+        pts = [(x, y) for x, y in zip(dt, te) if y]
+        if pts:
+            axes[1].loglog(*zip(*pts), "o-", label=f"layer {l} ({name})")
+    if dt:
+        axes[1].loglog(dt, [x / 2 for x in dt], "k--", lw=0.8, label="dt / 2")
+    axes[0].set_xscale("log")
+    axes[0].set_ylabel("(sample, neuron) pairs with another count (%)")
+    axes[0].set_title("spike-count mismatch", fontsize=10)
+    axes[1].set_ylabel("mean |t_discrete - t_exact| (model units)")
+    axes[1].set_title("spike-time error (pairs with equal counts)", fontsize=10)
+    axes[2].plot(dt, [100 * (1 - r["agreement"]) for r in rows], "o-", color="k",
+                 label="samples with another predicted class")
+    if rows and rows[0].get("accuracy_diff") is not None:
+        axes[2].plot(dt, [100 * r["accuracy_diff"] for r in rows], "s-", color="tab:red",
+                     label="accuracy difference (discrete - exact)")
+    axes[2].axhline(0.0, color="tab:gray", lw=0.8)
+    axes[2].set_xscale("log")
+    axes[2].set_ylabel("percentage points")
+    axes[2].set_title("outputs (count readout for both)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("clock step dt (model units)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or f"Discrete clock vs exact continuous time ({d['n_samples']} samples, "
+                 f"window (0, {d['t_end']:g}])", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)

@@ -34,7 +34,7 @@ from .checkpoint import build_network, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
 from .datasets.cifar import STD as CIFAR_STD
-from .engine.sweep import last_rise_times
+from .device import set_device
 from .io import atomic_write
 from .loss import count_loss, readout
 from .network import Network
@@ -112,9 +112,9 @@ def init_gains(net: Network, inputs: SpikeTrains, avg_spike_init: float) -> list
             _search_gain(layer.conv2, y1, net, target)
             if layer.shortcut is not None:
                 _search_gain(layer.shortcut, x, net, target)
-            x, _ = layer.forward(x, net.params, net.t_end)
+            x, _ = net.layer_forward(layer, x)
         elif not layer.parameters():  # pooling, dropout: nothing to scale
-            x, _ = layer.forward(x, net.params, net.t_end)
+            x, _ = net.layer_forward(layer, x)
             g = 1.0
         else:
             x, g = _search_gain(layer, x, net, target)
@@ -137,14 +137,14 @@ def _search_gain(layer, x: SpikeTrains, net: Network, target: float):
     while hi / lo >= GAIN_RATIO:
         mid = math.sqrt(lo * hi)
         apply(mid)
-        out, _ = layer.forward(x, net.params, net.t_end)
+        out, _ = net.layer_forward(layer, x)
         if _late_rate(out, net.t_end) < target:
             lo = mid
         else:
             hi = mid
     g = math.sqrt(lo * hi)
     apply(g)
-    out, _ = layer.forward(x, net.params, net.t_end)
+    out, _ = net.layer_forward(layer, x)
     return out, g
 
 
@@ -186,9 +186,7 @@ def batch_gradients(net: Network, images, labels, config: TrainConfig):
     inputs = encode_images(images, config)
     result = net.forward(inputs)
     out = result.spikes[-1]
-    sup_t = None
-    if config.supervision == "last-rise":
-        sup_t = last_rise_times(result.records[-1].engine, np.arange(out.n_samples), labels)
+    sup_t = net.supervision_times(result, labels, config.supervision)
     cl = count_loss(out, labels, steps=config.steps, t_end=config.t_end, desired=config.desired,
                     undesired=config.undesired, supervision=config.supervision,
                     supervision_times=sup_t)
@@ -197,7 +195,7 @@ def batch_gradients(net: Network, images, labels, config: TrainConfig):
                          max_dt_du=gp.max_dt_du, input_grad_scale=gp.input_grad_scale,
                          drop_nonpositive=gp.drop_nonpositive, forced=cl.forced, input_grad=False)
     flat = grads.parameter_grads()
-    pred = readout(out)
+    pred = readout(out, weighting=net.readout_weighting, t_end=net.t_end)
     return flat, BatchStats(
         loss=cl.loss, correct=int(np.sum(pred == np.asarray(labels))), n=len(labels),
         spikes=[s.n_events for s in result.spikes],
@@ -263,7 +261,7 @@ def evaluation_sums(net: Network, images, labels, config: TrainConfig, *, batch_
         b = min(a + batch_size, n)
         result = net.forward(encode_images(images[a:b], config))
         out = result.spikes[-1]
-        pred = readout(out)
+        pred = readout(out, weighting=net.readout_weighting, t_end=net.t_end)
         correct += int(np.sum(pred == labels[a:b]))
         first = out.first_times()[np.arange(b - a), pred]
         ok = np.isfinite(first)
@@ -294,7 +292,7 @@ def _write_json_atomic(path: Path, data) -> None:
 
 def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checksum: str,
           n_classes: int = 10, resume: bool = False, progress: bool = True, log=print,
-          runner=None) -> dict:
+          runner=None, device: str = "cpu") -> dict:
     """Train (or resume) a network; checkpoint after every epoch.
 
     Parameters
@@ -314,6 +312,9 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     runner : step runner, optional
         Where the steps run: :class:`LocalSteps` (default, this process) or
         :class:`eventsnn.distributed.DataParallel` (Dask workers).
+    device : {"cpu", "cuda", "auto"}
+        Engine of the layers (:func:`eventsnn.device.set_device`); a runtime choice,
+        not part of ``config`` (both engines agree to 1e-12).
 
     Returns
     -------
@@ -337,12 +338,14 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
             diff = sorted(k for k in stored if stored[k] != given.get(k))
             raise ValueError(f"{ckpt_path}: configuration differs from the checkpoint in {diff}")
         net, start, history = ck.network, ck.epoch, ck.history
+        set_device(net, device)
         opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)
         if ck.optim_state is not None:
             opt.load_state(ck.optim_state)
         log(f"resuming {ckpt_path} after epoch {start}")
     else:
         net = build_network(config, n_classes, input_shape)
+        set_device(net, device)
         gains = init_gains(net, encode_images(x_train[:INIT_SAMPLES], config), config.avg_spike_init)
         log("initial gains: " + ", ".join(f"{g:.3g}" for g in gains))
         opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)

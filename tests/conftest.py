@@ -11,6 +11,14 @@ against them.
 
 from __future__ import annotations
 
+import os
+
+# The GPU engine's tests (tests/test_cuda.py, marked "cuda") run its kernels under the
+# CUDA simulator unless NUMBA_ENABLE_CUDASIM is set otherwise (=0 on a GPU machine runs
+# them on the GPU). numba.cuda reads it when first imported, so it is set before any
+# import; ``--device auto`` never picks the simulator.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import contextlib
 import decimal
 import hashlib

@@ -181,3 +181,27 @@ def test_residual_dropout_network_trains_and_round_trips(tmp_path):
     for (na, a), (nb, b) in zip(res["network"].parameters(), ck.network.parameters()):
         assert na == nb and np.array_equal(a, b)
     assert any(".R" not in n and "conv2.gain" in n for n, _ in ck.network.parameters())
+
+
+def test_invariance_through_residual_and_dropout_network():
+    """Eq. 8 layer by layer through dropout and residual blocks (inspect.verify_invariance)."""
+    from eventsnn.encode import current
+    from eventsnn.inspect import gradcheck, verify_invariance
+
+    net = Network.from_arch("4C3p1-R4C3-P2-R6C3-12", 3, input_shape=(1, 6, 6), seed=0, dropout=0.2)
+    for lay in net.layers:
+        for sub in getattr(lay, "sublayers", [lay]):
+            if hasattr(sub, "gain"):
+                sub.gain[:] = 3.0
+        if lay.kind == "dropout":
+            lay.rng = np.random.default_rng(1)
+    x = current(np.random.default_rng(0).random((3, 36)), steps=5)
+    res = net.forward(x)
+    assert all(s.n_events > 0 for s in res.spikes)
+    g = np.random.default_rng(2).normal(size=res.spikes[-1].n_events)
+    for kernel in ("exp", "depsilon"):
+        rep = verify_invariance(net, res, g, kernel=kernel)
+        assert rep.conserved and rep.matches_theory
+        assert {"residual", "dropout"} <= {row.kind for row in rep.layers}
+    with pytest.raises(ValueError, match="residual"):
+        gradcheck(net, x)

@@ -87,7 +87,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
+from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _interval_factors
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 from .sweep import (
@@ -96,6 +96,8 @@ from .sweep import (
     EventGroups,
     ForcedSpikes,
     _backward_dense_path,
+    _acc1,
+    _acc2,
     _by_neuron,
     _count_groups,
     _forced_spike_list,
@@ -103,8 +105,9 @@ from .sweep import (
     _forget_skipped,
     _hval,
     _spike_factors,
+    _spike_window,
+    _step_back,
     _sweep_interval,
-    _window_end,
     group_events,
     group_inputs,
     scan_groups,
@@ -370,23 +373,12 @@ def _fill_unit_groups(times, unit_entry_offsets, unit_group_offsets, ent_event, 
 def _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, ilen, em, es, eps_l, deps_l):
     """Interval lengths L and exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L) of the groups
     g0..g1-1 of one unit (workspace rows), from two transcendental calls per interval
-    (the stable forms of :mod:`eventsnn.kernels`)."""
-    slow = max(tau_m, tau_s)
-    fast = min(tau_m, tau_s)
-    delta = (slow - fast) / (slow * fast)
-    abs_a = tau_m / abs(tau_m - tau_s)
-    m_slow = tau_m >= tau_s
+    (:func:`eventsnn.crossing._interval_factors`)."""
     for j in range(g1 - g0):
         nxt = group_times[g0 + j + 1] if g0 + j + 1 < g1 else t_end
         L = nxt - group_times[g0 + j]
         ilen[j] = L
-        e_slow = math.exp(-L / slow)
-        x = math.expm1(-L * delta)
-        e_fast = e_slow * (1.0 + x)
-        em[j] = e_slow if m_slow else e_fast
-        es[j] = e_fast if m_slow else e_slow
-        eps_l[j] = -abs_a * e_slow * x
-        deps_l[j] = e_slow * (1.0 / tau_s + abs_a / fast * x)
+        em[j], es[j], eps_l[j], deps_l[j] = _interval_factors(L, tau_m, tau_s)
 
 
 @njit(cache=True, parallel=True)
@@ -430,21 +422,76 @@ def _scan_units(chunk_units, unit_group_offsets, group_times, group_entry_offset
             counts[u] = n
 
 
+@njit(cache=True, inline="always")
+def _unit_decays(group_times, g, g1, t_end, tau_m, tau_s, tau_grad):
+    """exp(-L/tau_m), exp(-L/tau_s), exp(-L/tau_grad) of the interval L after group g of
+    a unit whose groups end before g1 (the last interval ends at t_end)."""
+    nxt = group_times[g + 1] if g + 1 < g1 else t_end
+    L = nxt - group_times[g]
+    return math.exp(-L / tau_m), math.exp(-L / tau_s), math.exp(-L / tau_grad)
+
+
+@njit(cache=True, inline="always")
+def _unit_spike(kk, u, decays, off, unit_group_offsets, group_times, group_entry_offsets,
+                ent_event, ent_tap, amps, KT, out_channel, out_row, out_time, out_slope,
+                out_wstart, grad, code, tau_m, tau_s, tau_grad, max_dt_du, drop_nonpositive,
+                recompute_slope, min_slope, need_input, dKT, ent_dt, ent_da, flags):
+    """Sparse path, spike kk of unit u: Eq. 12 denominator and u' over its window, then
+    Eq. 14 into dKT[tap, channel] and, with ``need_input``, Eq. 13 into the per-entry
+    ``ent_dt`` / ``ent_da``. ``decays`` (3, n): exp(-L/tau_m), exp(-L/tau_s),
+    exp(-L/tau_grad) of group g in column g - ``off``. Sets ``flags[kk]``."""
+    a = tau_m / (tau_m - tau_s)
+    EM, ES, EG = decays[0], decays[1], decays[2]
+    co = out_channel[kk]
+    tk, ws, we, e_m0, e_s0, e_g0 = _spike_window(kk, u, out_row, out_time, out_wstart, group_times,
+                                                 unit_group_offsets, tau_m, tau_s, tau_grad)
+    if we <= ws:
+        flags[kk] = 3
+        return
+    denom = 0.0
+    du = 0.0
+    e_m, e_s, e_g = e_m0, e_s0, e_g0
+    for gg in range(we - 1, ws - 1, -1):
+        cur = 0.0
+        for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
+            cur += KT[ent_tap[e], co] * amps[ent_event[e]]
+        denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+        du += cur * a * (e_s / tau_s - e_m / tau_m)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, EM, ES, EG, off)
+    slope = max(du, min_slope) if recompute_slope else out_slope[kk]
+    f, share, wgt = _spike_factors(denom, slope, grad[kk], max_dt_du, drop_nonpositive)
+    flags[kk] = f
+    if wgt == 0.0 and (share == 0.0 or not need_input):
+        return
+    e_m, e_s, e_g = e_m0, e_s0, e_g0
+    for gg in range(we - 1, ws - 1, -1):
+        fe = wgt * a * (e_m - e_s)
+        fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+        for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
+            tap = ent_tap[e]
+            am = amps[ent_event[e]]
+            kv = KT[tap, co]
+            _acc2(dKT, tap, co, fe * am)
+            if need_input:
+                _acc1(ent_dt, e, fh * kv * am)
+                _acc1(ent_da, e, fe * kv)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, EM, ES, EG, off)
+
+
 @njit(cache=True, parallel=True)
 def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets, group_times,
                     group_entry_offsets, ent_event, ent_tap, amps, KT, t_end, out_channel, out_row,
                     out_time, out_slope, out_wstart, grad, code, tau_m, tau_s, tau_grad,
-                    max_dt_du, drop_nonpositive, recompute_slope, min_slope, need_input, em_w,
-                    es_w, eg_w, dKT_c, ent_dt, ent_da, flags):
+                    max_dt_du, drop_nonpositive, recompute_slope, min_slope, need_input, dec_w,
+                    dKT_c, ent_dt, ent_da, flags):
     """Sparse path backward (parallel over chunks of units; chunk c owns row c of the
-    workspaces em_w, es_w, eg_w (max groups per unit) and dKT_c (n_taps, C_out)). For
-    each spike of a unit: Eq. 12 denominator and u' over its window, then Eq. 14 into
-    dKT_c[c] and, with ``need_input``, Eq. 13 into the per-entry ``ent_dt`` / ``ent_da``
+    workspaces dec_w (3, max groups per unit: the interval decays) and dKT_c (n_taps,
+    C_out)). For each spike of a unit: Eq. 12 denominator and u' over its window, then
+    Eq. 14 into dKT_c[c] and, with ``need_input``, Eq. 13 into the per-entry ``ent_dt`` / ``ent_da``
     (an entry belongs to one unit: no races). Rows and window starts are absolute
     group indices. ``flags``: 1 dropped window, 2 denominator <= 0, 4 |dt/du| clamped."""
-    a = tau_m / (tau_m - tau_s)
     for c in prange(chunk_units.size - 1):
-        EMc, ESc, EGc = em_w[c], es_w[c], eg_w[c]
+        Dc = dec_w[c]
         dKT = dKT_c[c]
         for u in range(chunk_units[c], chunk_units[c + 1]):
             q0 = unit_spike_offsets[u]
@@ -457,58 +504,15 @@ def _backward_units(chunk_units, unit_spike_offsets, by_unit, unit_group_offsets
             for q in range(q0, q1):
                 top = max(top, out_row[by_unit[q]] + 1)
             for g in range(g0, min(top, g1)):
-                nxt = group_times[g + 1] if g + 1 < g1 else t_end
-                L = nxt - group_times[g]
-                EMc[g - g0] = math.exp(-L / tau_m)
-                ESc[g - g0] = math.exp(-L / tau_s)
-                EGc[g - g0] = math.exp(-L / tau_grad)
+                j = g - g0
+                Dc[0, j], Dc[1, j], Dc[2, j] = _unit_decays(group_times, g, g1, t_end, tau_m, tau_s,
+                                                            tau_grad)
             for q in range(q0, q1):
-                kk = by_unit[q]
-                co = out_channel[kk]
-                tk = out_time[kk]
-                ws = out_wstart[kk]
-                we = _window_end(group_times, unit_group_offsets, u, out_row[kk], tk)
-                if we <= ws:
-                    flags[kk] = 3
-                    continue
-                lag = tk - group_times[we - 1]
-                e_m0 = math.exp(-lag / tau_m)
-                e_s0 = math.exp(-lag / tau_s)
-                e_g0 = math.exp(-lag / tau_grad)
-                denom = 0.0
-                du = 0.0
-                e_m, e_s, e_g = e_m0, e_s0, e_g0
-                for gg in range(we - 1, ws - 1, -1):
-                    cur = 0.0
-                    for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
-                        cur += KT[ent_tap[e], co] * amps[ent_event[e]]
-                    denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                    du += cur * a * (e_s / tau_s - e_m / tau_m)
-                    if gg > ws:
-                        e_m *= EMc[gg - 1 - g0]
-                        e_s *= ESc[gg - 1 - g0]
-                        e_g *= EGc[gg - 1 - g0]
-                slope = max(du, min_slope) if recompute_slope else out_slope[kk]
-                f, share, wgt = _spike_factors(denom, slope, grad[kk], max_dt_du, drop_nonpositive)
-                flags[kk] = f
-                if wgt == 0.0 and (share == 0.0 or not need_input):
-                    continue
-                e_m, e_s, e_g = e_m0, e_s0, e_g0
-                for gg in range(we - 1, ws - 1, -1):
-                    fe = wgt * a * (e_m - e_s)
-                    fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                    for e in range(group_entry_offsets[gg], group_entry_offsets[gg + 1]):
-                        tap = ent_tap[e]
-                        am = amps[ent_event[e]]
-                        kv = KT[tap, co]
-                        dKT[tap, co] += fe * am
-                        if need_input:
-                            ent_dt[e] += fh * kv * am
-                            ent_da[e] += fe * kv
-                    if gg > ws:
-                        e_m *= EMc[gg - 1 - g0]
-                        e_s *= ESc[gg - 1 - g0]
-                        e_g *= EGc[gg - 1 - g0]
+                _unit_spike(by_unit[q], u, Dc, g0, unit_group_offsets, group_times,
+                            group_entry_offsets, ent_event, ent_tap, amps, KT, out_channel,
+                            out_row, out_time, out_slope, out_wstart, grad, code, tau_m, tau_s,
+                            tau_grad, max_dt_du, drop_nonpositive, recompute_slope, min_slope,
+                            need_input, dKT, ent_dt, ent_da, flags)
 
 
 @njit(cache=True, parallel=True)
@@ -673,7 +677,7 @@ def _spike_buffers(total: int):
             np.empty(total), np.empty(total, dtype=np.int64))
 
 
-def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
+def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan=scan_groups):
     n_out = geom.n_out
     groups = group_events(inputs, t_end)
     Xu, group_run = group_inputs(groups, geom.n_in)
@@ -684,8 +688,8 @@ def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
     cur = cols.reshape(n_runs * geom.n_pos, geom.n_taps) @ K2.T          # (runs*P, C_out)
     currents = np.ascontiguousarray(cur.reshape(n_runs, geom.n_pos, geom.c_out).transpose(0, 2, 1)
                                     ).reshape(n_runs, n_out)
-    sw = scan_groups(groups, n_out, params, t_end, currents=currents, group_run=group_run,
-                     rtol=rtol, max_iter=max_iter)
+    sw = scan(groups, n_out, params, t_end, currents=currents, group_run=group_run, rtol=rtol,
+              max_iter=max_iter)
     return ConvRecord(
         params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,
         outputs=sw.outputs, out_sample=sw.out_sample, out_row=sw.out_row,
@@ -722,15 +726,16 @@ def build_unit_lists(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> U
                      ent_event, ent_tap, inputs.amplitudes)
 
 
-def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
-    S = inputs.n_samples
-    P = geom.n_pos
-    U = S * P
-    c_out = geom.c_out
-    if inputs.n_events and inputs.times.min() < 0.0:
-        raise ValueError("input event times must be >= 0 (the simulation window starts at 0)")
-    ul = build_unit_lists(inputs, geom, t_end)
-    KT = np.ascontiguousarray(K.reshape(c_out, geom.n_taps).T)
+def _scan_units_host(ul: UnitLists, KT, params, t_end, rtol, max_iter):
+    """Sweep every unit's C_out neurons through its groups (the compiled ``_scan_units``).
+
+    Returns (cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart): unit u's
+    spikes are the first counts[u] slots from cap_offsets[u], with the channel and
+    unit-relative rows / window starts. Planned buffers, re-run with exact sizes when a
+    unit emits more spikes (never truncated).
+    """
+    U = ul.unit_group_offsets.size - 1
+    c_out = KT.shape[1]
     chunk_units = _chunks(U)
     nc = chunk_units.size - 1
     mg = max(ul.max_groups, 1)
@@ -753,6 +758,19 @@ def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter):
         if np.all(counts <= caps):
             break
         caps = counts.copy()  # more spikes than planned: re-run with exact sizes
+    return cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart
+
+
+def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_units=_scan_units_host):
+    S = inputs.n_samples
+    P = geom.n_pos
+    U = S * P
+    if inputs.n_events and inputs.times.min() < 0.0:
+        raise ValueError("input event times must be >= 0 (the simulation window starts at 0)")
+    ul = build_unit_lists(inputs, geom, t_end)
+    KT = np.ascontiguousarray(K.reshape(geom.c_out, geom.n_taps).T)
+    cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart = scan_units(
+        ul, KT, params, t_end, rtol, max_iter)
     n_spk = int(counts.sum())
     unit = np.repeat(np.arange(U, dtype=np.int64), counts)
     first = np.cumsum(counts) - counts
@@ -804,6 +822,15 @@ def conv_forward(inputs: SpikeTrains, weight, geometry: ConvGeometry, params: Ne
         sample by time then neuron.
     record : ConvRecord
     """
+    return _conv_forward_with(scan_groups, _scan_units_host, inputs, weight, geometry, params,
+                              t_end, path, rtol, max_iter)
+
+
+def _conv_forward_with(scan, scan_units, inputs, weight, geometry, params, t_end, path, rtol,
+                       max_iter):
+    """:func:`conv_forward` with the sweeps ``scan`` (dense path, signature of
+    :func:`~eventsnn.engine.sweep.scan_groups`) and ``scan_units`` (sparse path, signature
+    of :func:`_scan_units_host`) of a backend."""
     t_end = float(t_end)
     if not math.isfinite(t_end) or t_end <= 0:
         raise ValueError(f"t_end must be a finite positive number, got {t_end}")
@@ -815,15 +842,16 @@ def conv_forward(inputs: SpikeTrains, weight, geometry: ConvGeometry, params: Ne
     if path == "auto":
         path = choose_path(inputs, geom, t_end)
     if path == "dense":
-        rec = _dense_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter))
+        rec = _dense_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter), scan)
     elif path == "sparse":
-        rec = _sparse_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter))
+        rec = _sparse_conv_forward(inputs, K, geom, params, t_end, float(rtol), int(max_iter),
+                                   scan_units)
     else:
         raise ValueError(f"path must be 'auto', 'dense' or 'sparse', got {path!r}")
     return rec.outputs, rec
 
 
-def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad):
+def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad, dense_path):
     geom = record.geometry
     g = record.groups
     n_out = geom.n_out
@@ -837,13 +865,13 @@ def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad):
     shape = (n_out, g.n_groups) if need_groups else (1, 1)
     beta_g = np.zeros(shape)
     gamma_g = np.zeros(shape)
-    flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t,
-                                 need_groups, gamma_run, beta_g, gamma_g)
+    flags = dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t, need_groups,
+                       gamma_run, beta_g, gamma_g)
     if forced is not None and forced.times.size:
         smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
-        _backward_dense_path(record, gp, (smp, nrn, tms, np.ones(tms.size), rows, wstart), fgrad,
-                             True, 1.0 / forced.max_dt_du, forced.max_dt_du, eg, currents_t,
-                             need_groups, gamma_run, beta_g, gamma_g)
+        dense_path(record, gp, (smp, nrn, tms, np.ones(tms.size), rows, wstart), fgrad, True,
+                   1.0 / forced.max_dt_du, forced.max_dt_du, eg, currents_t, need_groups,
+                   gamma_run, beta_g, gamma_g)
     cols = np.empty((n_runs, geom.n_pos, geom.n_taps))
     _im2col(record.X, *geom.scalars(), cols)
     gam = gamma_run.reshape(geom.c_out, geom.n_pos, n_runs).transpose(0, 2, 1).reshape(geom.c_out, -1)
@@ -886,39 +914,47 @@ def _sparse_forced(record, forced):
     return units[ok], chans[ok], tms[ok], grd[ok], rows[ok], wstart[ok]
 
 
-def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad):
-    geom = record.geometry
+def _backward_units_path(record, gp, spikes, grad, recompute, min_slope, max_dt_du, need_input,
+                         KT, dKT_c, ent_dt, ent_da):
+    """Sparse-path window walks of ``spikes`` = (unit, channel, time, slope, row, wstart)
+    (the compiled ``_backward_units``): Eq. 14 into the per-chunk ``dKT_c`` (n_chunks,
+    n_taps, C_out), Eq. 13 into the per-entry ``ent_dt`` / ``ent_da``. Returns the flags."""
+    units, chans, tms, slope, rows, wstart = spikes
     ul = record.units
     p = record.params
     U = ul.unit_group_offsets.size - 1
+    flags = np.zeros(tms.size, dtype=np.int8)
+    if tms.size and U:
+        chunk_units = _chunks(U)
+        mg = max(ul.max_groups, 1)
+        dec_w = np.empty((chunk_units.size - 1, 3, mg))
+        spike_offsets, by_unit = _by_neuron(units, U)
+        _backward_units(chunk_units, spike_offsets, by_unit, ul.unit_group_offsets, ul.group_times,
+                        ul.group_entry_offsets, ul.ent_event, ul.ent_tap, ul.amplitudes, KT,
+                        record.t_end, chans, rows, tms, slope, wstart, grad, gp.code, p.tau_m,
+                        p.tau_s, gp.tau_grad, max_dt_du, gp.drop_nonpositive, recompute, min_slope,
+                        bool(need_input), dec_w, dKT_c, ent_dt, ent_da, flags)
+    return flags
+
+
+def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad, units_path):
+    geom = record.geometry
+    ul = record.units
+    U = ul.unit_group_offsets.size - 1
     KT = np.ascontiguousarray(record.weight.reshape(geom.c_out, geom.n_taps).T)
-    chunk_units = _chunks(U)
-    nc = chunk_units.size - 1
-    mg = max(ul.max_groups, 1)
-    em_w, es_w, eg_w = (np.empty((nc, mg)) for _ in range(3))
-    dKT_c = np.zeros((nc, geom.n_taps, geom.c_out))
+    dKT_c = np.zeros((_chunks(U).size - 1, geom.n_taps, geom.c_out))
     E = ul.n_entries if need_input_grad else 0
     ent_dt = np.zeros(E)
     ent_da = np.zeros(E)
-
-    def run(units, chans, tms, slope, rows, wstart, g, recompute, min_slope, max_dt_du):
-        flags = np.zeros(tms.size, dtype=np.int8)
-        if tms.size and U:
-            spike_offsets, by_unit = _by_neuron(units, U)
-            _backward_units(chunk_units, spike_offsets, by_unit, ul.unit_group_offsets,
-                            ul.group_times, ul.group_entry_offsets, ul.ent_event, ul.ent_tap,
-                            ul.amplitudes, KT, record.t_end, chans, rows, tms, slope, wstart, g,
-                            gp.code, p.tau_m, p.tau_s, gp.tau_grad, max_dt_du, gp.drop_nonpositive,
-                            recompute, min_slope, bool(need_input_grad), em_w, es_w, eg_w, dKT_c,
-                            ent_dt, ent_da, flags)
-        return flags
-
-    flags = run(record.out_unit, record.out_channel, record.outputs.times, record.out_slope,
-                record.out_row, record.out_wstart, grad, False, 0.0, cap)
+    real = (record.out_unit, record.out_channel, record.outputs.times, record.out_slope,
+            record.out_row, record.out_wstart)
+    flags = units_path(record, gp, real, grad, False, 0.0, cap, need_input_grad, KT, dKT_c, ent_dt,
+                       ent_da)
     if forced is not None and forced.times.size:
         units, chans, tms, fgrad, rows, wstart = _sparse_forced(record, forced)
-        run(units, chans, tms, np.ones(tms.size), rows, wstart, fgrad, True,
-            1.0 / forced.max_dt_du, forced.max_dt_du)
+        units_path(record, gp, (units, chans, tms, np.ones(tms.size), rows, wstart), fgrad, True,
+                   1.0 / forced.max_dt_du, forced.max_dt_du, need_input_grad, KT, dKT_c, ent_dt,
+                   ent_da)
     d_weight = np.ascontiguousarray(dKT_c.sum(axis=0).T).reshape(geom.weight_shape)
     d_times = np.zeros(record.n_in_events)
     d_amps = np.zeros(record.n_in_events)
@@ -964,6 +1000,15 @@ def conv_backward(record: ConvRecord, grad_out, grad_params: GradParams | None =
     ConvGrads
         ``d_weight`` (C_out, C_in, k, k) = dL/dK summed over all output positions.
     """
+    return _conv_backward_with(_backward_dense_path, _backward_units_path, record, grad_out,
+                               grad_params, need_input_grad, forced)
+
+
+def _conv_backward_with(dense_path, units_path, record, grad_out, grad_params, need_input_grad,
+                        forced):
+    """:func:`conv_backward` with the window walks of a backend: ``dense_path`` (signature of
+    :func:`~eventsnn.engine.sweep._backward_dense_path`) and ``units_path`` (of
+    :func:`_backward_units_path`)."""
     gp = grad_params if grad_params is not None else GradParams()
     grad = np.ascontiguousarray(grad_out, dtype=np.float64).reshape(-1)
     if grad.size != record.outputs.n_events:
@@ -978,8 +1023,8 @@ def conv_backward(record: ConvRecord, grad_out, grad_params: GradParams | None =
         _check_forced(forced, record)
     cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
     if record.dense:
-        return _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad)
-    return _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad)
+        return _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad, dense_path)
+    return _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad, units_path)
 
 
 # ----------------------------------------------------------------------------------

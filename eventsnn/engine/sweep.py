@@ -40,6 +40,11 @@ that no two threads write the same entry). Kernel values along a window come
 from the shared interval decay factors by products (one exp per spike and time
 constant). Without stabilisers sum_m dt_k/dt_m = 1 (Eq. 6) and the total
 gradient is conserved (Eq. 8).
+
+The scalar routines (per-neuron interval step, per-spike window walks; the
+accumulations go through ``_acc1`` / ``_acc2``) are compiled a second time,
+from the same source, as device functions of the GPU engine
+(:mod:`eventsnn.engine.cuda`).
 """
 
 from __future__ import annotations
@@ -50,7 +55,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _critical_point, _du, _first_crossing
+from ..crossing import (
+    CROSSING_MAX_ITER,
+    CROSSING_RTOL,
+    _advance,
+    _critical_point,
+    _du,
+    _interval_spike,
+    _screen,
+)
 from ..kernels import KERNEL_EXP, deps, eps
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
@@ -89,29 +102,22 @@ def _sweep_interval(V, R, skip, wstart, cand, g, g_end, group_times, interval_le
     rs = 1.0 / tau_s
     n_cand = 0
     for i in range(n_out):
-        v = V[i]
-        r = R[i]
-        c = (v * emg + r * epsg >= theta) or ((r * rs - v * rm > 0.0) and (r * depsg - v * rm * emg < 0.0))
+        c = _screen(V[i], R[i], emg, epsg, depsg, rm, rs, theta)
         cand[i] = c
         n_cand += c
     if n_cand:
         t0 = group_times[g]
+        has_next = g + 1 < g_end
+        t_next = group_times[g + 1] if has_next else t_end
         for i in range(n_out):
             if not cand[i]:
                 continue
-            d = _first_crossing(V[i], R[i], L, emg, epsg, depsg, tau_m, tau_s, theta, t0,
-                                rtol, max_iter)
+            # a crossing that lands on the end of the interval is placed exactly on the
+            # next input time (and forgets that input) or on t_end
+            d, tk, nxt = _interval_spike(V[i], R[i], L, emg, epsg, depsg, tau_m, tau_s, theta, t0,
+                                         t_next, has_next, rtol, max_iter)
             if d < 0.0:
                 continue
-            tk = t0 + d
-            t_next = group_times[g + 1] if g + 1 < g_end else t_end
-            nxt = False
-            if d >= L or tk >= t_next:
-                # the crossing lands on the end of the interval: a spike exactly at the
-                # next input time forgets that input (and never passes t_end)
-                d = L
-                tk = t_next
-                nxt = g + 1 < g_end
             if n < cap:
                 k = base + n
                 o_row[k] = g
@@ -125,8 +131,7 @@ def _sweep_interval(V, R, skip, wstart, cand, g, g_end, group_times, interval_le
             V[i] = 0.0
             R[i] = 0.0
     for i in range(n_out):
-        V[i] = V[i] * emg + R[i] * epsg
-        R[i] *= esg
+        V[i], R[i] = _advance(V[i], R[i], emg, esg, epsg)
     return n
 
 
@@ -203,6 +208,36 @@ def _window_end(group_times, group_offsets, s, row, tk):
     return we
 
 
+@njit(cache=True, inline="always")
+def _window_open(group_times, group_offsets, s, row, tk, tau_m, tau_s, tau_grad):
+    """(we, e^{-lag/tau_m}, e^{-lag/tau_s}, e^{-lag/tau_grad}) of a spike at tk in interval
+    ``row`` of sample (or unit) s: one past its window's last group, and the decays over
+    the lag from that group to tk (the window is walked backwards from there)."""
+    we = _window_end(group_times, group_offsets, s, row, tk)
+    lag = tk - group_times[we - 1]
+    return we, math.exp(-lag / tau_m), math.exp(-lag / tau_s), math.exp(-lag / tau_grad)
+
+
+@njit(cache=True, inline="always")
+def _spike_window(k, s, out_row, out_time, out_wstart, group_times, group_offsets, tau_m, tau_s,
+                  tau_grad):
+    """Spike k of sample (or unit) s: (t_k, window start ws, we, decays) as in
+    :func:`_window_open`; the window is empty when we <= ws."""
+    tk = out_time[k]
+    we, e_m, e_s, e_g = _window_open(group_times, group_offsets, s, out_row[k], tk, tau_m, tau_s,
+                                     tau_grad)
+    return tk, out_wstart[k], we, e_m, e_s, e_g
+
+
+@njit(cache=True, inline="always")
+def _step_back(gg, ws, e_m, e_s, e_g, em, es, eg, off):
+    """Decays at group gg - 1 from those at group gg (window start ws): times the
+    interval factors of group gg - 1, stored at index gg - 1 - ``off``."""
+    if gg > ws:
+        return e_m * em[gg - 1 - off], e_s * es[gg - 1 - off], e_g * eg[gg - 1 - off]
+    return e_m, e_s, e_g
+
+
 @njit(cache=True)
 def _hval(code, e_m, e_s, e_g, a, tau_m, tau_s):
     """h(lag) from exp(-lag/tau_m), exp(-lag/tau_s), exp(-lag/tau_grad)."""
@@ -227,6 +262,54 @@ def _spike_factors(denom, slope, G, max_dt_du, drop_nonpositive):
     return f, share, G * dtdu
 
 
+@njit(cache=True, inline="always")
+def _acc1(a, i, v):
+    """a[i] += v (the GPU engine compiles the callers with an atomic add instead)."""
+    a[i] += v
+
+
+@njit(cache=True, inline="always")
+def _acc2(a, i, j, v):
+    """a[i, j] += v (the GPU engine compiles the callers with an atomic add instead)."""
+    a[i, j] += v
+
+
+@njit(cache=True, inline="always")
+def _dense_spike(k, i, cur, group_times, group_offsets, em, es, eg, group_run, out_sample,
+                 out_row, out_time, out_slope, out_wstart, grad, code, tau_m, tau_s, tau_grad,
+                 max_dt_du, drop_nonpositive, recompute_slope, min_slope, need_groups, gamma_run,
+                 beta_g, gamma_g, flags):
+    """Dense path, spike k of neuron i (``cur`` = its row of the transposed currents):
+    the Eq. 12 denominator and u' over the window, then G (-1/u') eps into
+    ``gamma_run[i, run]`` and, with ``need_groups``, G h / D into ``beta_g[i, g]`` and
+    the Eq. 14 factor into ``gamma_g[i, g]``. Sets ``flags[k]``."""
+    a = tau_m / (tau_m - tau_s)
+    tk, ws, we, e_m0, e_s0, e_g0 = _spike_window(k, out_sample[k], out_row, out_time, out_wstart,
+                                                 group_times, group_offsets, tau_m, tau_s, tau_grad)
+    if we <= ws:
+        flags[k] = 3
+        return
+    denom = 0.0
+    du = 0.0
+    e_m, e_s, e_g = e_m0, e_s0, e_g0
+    for gg in range(we - 1, ws - 1, -1):
+        c = cur[group_run[gg]]
+        denom += c * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+        du += c * a * (e_s / tau_s - e_m / tau_m)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, em, es, eg, 0)
+    slope = max(du, min_slope) if recompute_slope else out_slope[k]
+    f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
+    flags[k] = f
+    e_m, e_s, e_g = e_m0, e_s0, e_g0
+    for gg in range(we - 1, ws - 1, -1):
+        ge = wgt * a * (e_m - e_s)
+        _acc2(gamma_run, i, group_run[gg], ge)
+        if need_groups:
+            _acc2(beta_g, i, gg, share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s))
+            _acc2(gamma_g, i, gg, ge)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, em, es, eg, 0)
+
+
 @njit(cache=True, parallel=True)
 def _backward_dense(group_times, group_offsets, em, es, eg, currents_t, group_run,
                     neuron_offsets, by_neuron, out_sample, out_row, out_time, out_slope,
@@ -238,47 +321,67 @@ def _backward_dense(group_times, group_offsets, em, es, eg, currents_t, group_ru
     (n_out, n_groups). ``currents_t`` is (n_out, n_runs). With ``recompute_slope``
     (forced spikes) u'(t) is summed over the window and raised to at least
     ``min_slope``. ``flags``: 1 dropped window, 2 denominator <= 0, 4 |dt/du| clamped."""
-    a = tau_m / (tau_m - tau_s)
     for i in prange(neuron_offsets.size - 1):
         cur = currents_t[i]
         for q in range(neuron_offsets[i], neuron_offsets[i + 1]):
-            k = by_neuron[q]
-            s = out_sample[k]
-            tk = out_time[k]
-            ws = out_wstart[k]
-            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
-            if we <= ws:
-                flags[k] = 3
-                continue
-            lag = tk - group_times[we - 1]
-            e_m0 = math.exp(-lag / tau_m)
-            e_s0 = math.exp(-lag / tau_s)
-            e_g0 = math.exp(-lag / tau_grad)
-            denom = 0.0
-            du = 0.0
-            e_m, e_s, e_g = e_m0, e_s0, e_g0
-            for gg in range(we - 1, ws - 1, -1):
-                c = cur[group_run[gg]]
-                denom += c * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                du += c * a * (e_s / tau_s - e_m / tau_m)
-                if gg > ws:
-                    e_m *= em[gg - 1]
-                    e_s *= es[gg - 1]
-                    e_g *= eg[gg - 1]
-            slope = max(du, min_slope) if recompute_slope else out_slope[k]
-            f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
-            flags[k] = f
-            e_m, e_s, e_g = e_m0, e_s0, e_g0
-            for gg in range(we - 1, ws - 1, -1):
-                ge = wgt * a * (e_m - e_s)
-                gamma_run[i, group_run[gg]] += ge
-                if need_groups:
-                    beta_g[i, gg] += share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                    gamma_g[i, gg] += ge
-                if gg > ws:
-                    e_m *= em[gg - 1]
-                    e_s *= es[gg - 1]
-                    e_g *= eg[gg - 1]
+            _dense_spike(by_neuron[q], i, cur, group_times, group_offsets, em, es, eg, group_run,
+                         out_sample, out_row, out_time, out_slope, out_wstart, grad, code, tau_m,
+                         tau_s, tau_grad, max_dt_du, drop_nonpositive, recompute_slope, min_slope,
+                         need_groups, gamma_run, beta_g, gamma_g, flags)
+
+
+@njit(cache=True, inline="always")
+def _sparse_spike_factors(k, Wi, group_times, group_offsets, group_event_offsets, event_neuron,
+                          event_amp, em, es, eg, out_sample, out_row, out_time, out_slope,
+                          out_wstart, grad, code, tau_m, tau_s, tau_grad, max_dt_du,
+                          drop_nonpositive, recompute_slope, min_slope, flags):
+    """Sparse path, spike k of a neuron with weight row ``Wi``: the Eq. 12 denominator
+    and u' over its window (event by event). Sets ``flags[k]``; returns
+    (share = G/D, wgt = G dt/du), both 0 for an empty window."""
+    a = tau_m / (tau_m - tau_s)
+    tk, ws, we, e_m, e_s, e_g = _spike_window(k, out_sample[k], out_row, out_time, out_wstart,
+                                              group_times, group_offsets, tau_m, tau_s, tau_grad)
+    if we <= ws:
+        flags[k] = 3
+        return 0.0, 0.0
+    denom = 0.0
+    du = 0.0
+    for gg in range(we - 1, ws - 1, -1):
+        cur = 0.0
+        for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+            cur += Wi[event_neuron[m]] * event_amp[m]
+        denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+        du += cur * a * (e_s / tau_s - e_m / tau_m)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, em, es, eg, 0)
+    slope = max(du, min_slope) if recompute_slope else out_slope[k]
+    f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
+    flags[k] = f
+    return share, wgt
+
+
+@njit(cache=True, inline="always")
+def _sparse_spike_scatter(s, i, Wi, tk, row, ws, share, wgt, do_weight, do_input, group_times,
+                          group_offsets, group_event_offsets, event_neuron, event_amp, em, es, eg,
+                          code, tau_m, tau_s, tau_grad, dW, d_times, d_amps):
+    """Sparse path, one spike of neuron i in sample s at tk (interval ``row``, window
+    start ``ws``): with ``do_weight`` Eq. 14 into dW[i, :], with ``do_input`` Eq. 13
+    into dL/dt and dL/da of the window's input events."""
+    a = tau_m / (tau_m - tau_s)
+    we, e_m, e_s, e_g = _window_open(group_times, group_offsets, s, row, tk, tau_m, tau_s, tau_grad)
+    if we <= ws:
+        return
+    for gg in range(we - 1, ws - 1, -1):
+        fe = wgt * a * (e_m - e_s)
+        if do_weight:
+            for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+                _acc2(dW, i, event_neuron[m], fe * event_amp[m])
+        if do_input:
+            fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
+            for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
+                w = Wi[event_neuron[m]]
+                _acc1(d_times, m, fh * w * event_amp[m])
+                _acc1(d_amps, m, fe * w)
+        e_m, e_s, e_g = _step_back(gg, ws, e_m, e_s, e_g, em, es, eg, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -289,53 +392,24 @@ def _backward_sparse_weights(group_times, group_offsets, group_event_offsets, ev
                              recompute_slope, min_slope, share_out, wgt_out, flags, dW):
     """Sparse path, pass 1 (parallel over neurons): denominators, Eq. 14 into dW[i, :],
     and each spike's ``share_out`` = G/D and ``wgt_out`` = G dt/du for pass 2."""
-    a = tau_m / (tau_m - tau_s)
     for i in prange(neuron_offsets.size - 1):
         Wi = W[i]
-        dWi = dW[i]
         for q in range(neuron_offsets[i], neuron_offsets[i + 1]):
             k = by_neuron[q]
-            s = out_sample[k]
-            tk = out_time[k]
-            ws = out_wstart[k]
-            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
-            if we <= ws:
-                flags[k] = 3
-                share_out[k] = 0.0
-                wgt_out[k] = 0.0
-                continue
-            lag = tk - group_times[we - 1]
-            e_m0 = math.exp(-lag / tau_m)
-            e_s0 = math.exp(-lag / tau_s)
-            e_g0 = math.exp(-lag / tau_grad)
-            denom = 0.0
-            du = 0.0
-            e_m, e_s, e_g = e_m0, e_s0, e_g0
-            for gg in range(we - 1, ws - 1, -1):
-                cur = 0.0
-                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
-                    cur += Wi[event_neuron[m]] * event_amp[m]
-                denom += cur * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                du += cur * a * (e_s / tau_s - e_m / tau_m)
-                if gg > ws:
-                    e_m *= em[gg - 1]
-                    e_s *= es[gg - 1]
-                    e_g *= eg[gg - 1]
-            slope = max(du, min_slope) if recompute_slope else out_slope[k]
-            f, share, wgt = _spike_factors(denom, slope, grad[k], max_dt_du, drop_nonpositive)
-            flags[k] = f
+            share, wgt = _sparse_spike_factors(k, Wi, group_times, group_offsets,
+                                               group_event_offsets, event_neuron, event_amp, em,
+                                               es, eg, out_sample, out_row, out_time, out_slope,
+                                               out_wstart, grad, code, tau_m, tau_s, tau_grad,
+                                               max_dt_du, drop_nonpositive, recompute_slope,
+                                               min_slope, flags)
             share_out[k] = share
             wgt_out[k] = wgt
             if wgt == 0.0:
                 continue
-            e_m, e_s = e_m0, e_s0
-            for gg in range(we - 1, ws - 1, -1):
-                ev = wgt * a * (e_m - e_s)
-                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
-                    dWi[event_neuron[m]] += ev * event_amp[m]
-                if gg > ws:
-                    e_m *= em[gg - 1]
-                    e_s *= es[gg - 1]
+            _sparse_spike_scatter(out_sample[k], i, Wi, out_time[k], out_row[k], out_wstart[k],
+                                  share, wgt, True, False, group_times, group_offsets,
+                                  group_event_offsets, event_neuron, event_amp, em, es, eg, code,
+                                  tau_m, tau_s, tau_grad, dW, dW[0], dW[0])
 
 
 @njit(cache=True, parallel=True)
@@ -345,34 +419,17 @@ def _backward_sparse_events(group_times, group_offsets, group_event_offsets, eve
                             tau_grad, d_times, d_amps):
     """Sparse path, pass 2 (parallel over samples): Eq. 13 into dL/dt and dL/da of the
     input events (events of a sample are written only by that sample's spikes)."""
-    a = tau_m / (tau_m - tau_s)
     for s in prange(spike_offsets.size - 1):
         for k in range(spike_offsets[s], spike_offsets[s + 1]):
             share = share_in[k]
             wgt = wgt_in[k]
             if share == 0.0 and wgt == 0.0:
                 continue
-            Wi = W[out_neuron[k]]
-            tk = out_time[k]
-            ws = out_wstart[k]
-            we = _window_end(group_times, group_offsets, s, out_row[k], tk)
-            if we <= ws:
-                continue
-            lag = tk - group_times[we - 1]
-            e_m = math.exp(-lag / tau_m)
-            e_s = math.exp(-lag / tau_s)
-            e_g = math.exp(-lag / tau_grad)
-            for gg in range(we - 1, ws - 1, -1):
-                fh = share * _hval(code, e_m, e_s, e_g, a, tau_m, tau_s)
-                fe = wgt * a * (e_m - e_s)
-                for m in range(group_event_offsets[gg], group_event_offsets[gg + 1]):
-                    w = Wi[event_neuron[m]]
-                    d_times[m] += fh * w * event_amp[m]
-                    d_amps[m] += fe * w
-                if gg > ws:
-                    e_m *= em[gg - 1]
-                    e_s *= es[gg - 1]
-                    e_g *= eg[gg - 1]
+            i = out_neuron[k]
+            _sparse_spike_scatter(s, i, W[i], out_time[k], out_row[k], out_wstart[k], share, wgt,
+                                  False, True, group_times, group_offsets, group_event_offsets,
+                                  event_neuron, event_amp, em, es, eg, code, tau_m, tau_s,
+                                  tau_grad, W, d_times, d_amps)
 
 
 @njit(cache=True, parallel=True)
@@ -723,6 +780,16 @@ class Sweep:
     deps_l: np.ndarray
 
 
+def interval_decays(groups: EventGroups, params: NeuronParams):
+    """exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L) of every group's interval L
+    (float64 arrays (n_groups,)), shared by all neurons of a layer."""
+    em = np.exp(-groups.interval_len / params.tau_m)
+    es = np.exp(-groups.interval_len / params.tau_s)
+    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
+    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
+    return em, es, eps_l, deps_l
+
+
 def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: float, *,
                 currents=None, group_run=None, weight_t=None, rtol: float = CROSSING_RTOL,
                 max_iter: int = CROSSING_MAX_ITER) -> Sweep:
@@ -739,10 +806,7 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
         weight_t = np.zeros((0, n_out))
     else:
         currents, group_run = np.zeros((0, n_out)), np.zeros(0, np.int64)
-    em = np.exp(-groups.interval_len / params.tau_m)
-    es = np.exp(-groups.interval_len / params.tau_s)
-    eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
-    deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
+    em, es, eps_l, deps_l = interval_decays(groups, params)
     work = (np.zeros((S, n_out)), np.zeros((S, n_out)), np.zeros((S, n_out), dtype=np.bool_),
             np.zeros((S, n_out), dtype=np.int64), np.zeros((S, n_out), dtype=np.bool_))
     counts = np.zeros(S, dtype=np.int64)
@@ -798,6 +862,12 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
     record : DenseRecord
         State for :func:`dense_backward`.
     """
+    return _dense_forward_with(scan_groups, inputs, weight, params, t_end, rtol, max_iter)
+
+
+def _dense_forward_with(scan, inputs, weight, params, t_end, rtol, max_iter):
+    """:func:`dense_forward` with ``scan`` (:func:`scan_groups` or another backend's
+    function of the same signature) sweeping the neurons."""
     t_end = float(t_end)
     if not math.isfinite(t_end) or t_end <= 0:
         raise ValueError(f"t_end must be a finite positive number, got {t_end}")
@@ -811,8 +881,8 @@ def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: floa
         currents_u, group_run_u, WT = currents, group_run, None
     else:
         currents_u, group_run_u, WT = None, None, np.ascontiguousarray(w.T)
-    sw = scan_groups(groups, n_out, params, t_end, currents=currents_u, group_run=group_run_u,
-                     weight_t=WT, rtol=rtol, max_iter=max_iter)
+    sw = scan(groups, n_out, params, t_end, currents=currents_u, group_run=group_run_u,
+              weight_t=WT, rtol=rtol, max_iter=max_iter)
     record = DenseRecord(
         params=params, t_end=t_end, groups=groups, weight=w, currents=currents, X=X,
         group_run=group_run, n_in_events=inputs.n_events, outputs=sw.outputs,
@@ -971,6 +1041,15 @@ def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None
     -------
     DenseGrads
     """
+    return _dense_backward_with(_backward_dense_path, _backward_sparse_path, record, grad_out,
+                                grad_params, need_input_grad, forced)
+
+
+def _dense_backward_with(dense_path, sparse_path, record, grad_out, grad_params, need_input_grad,
+                         forced):
+    """:func:`dense_backward` with the window walks ``dense_path`` / ``sparse_path``
+    (:func:`_backward_dense_path`, :func:`_backward_sparse_path` or another backend's
+    functions of the same signatures)."""
     gp = grad_params if grad_params is not None else GradParams()
     grad = np.ascontiguousarray(grad_out, dtype=np.float64).reshape(-1)
     out = record.outputs
@@ -998,11 +1077,11 @@ def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None
         shape = (n_out, g.n_groups) if need_groups else (1, 1)
         beta_g = np.zeros(shape)
         gamma_g = np.zeros(shape)
-        flags = _backward_dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t,
-                                     need_groups, gamma_run, beta_g, gamma_g)
+        flags = dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t, need_groups,
+                           gamma_run, beta_g, gamma_g)
         if fspk is not None:
-            _backward_dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg,
-                                 currents_t, need_groups, gamma_run, beta_g, gamma_g)
+            dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg, currents_t,
+                       need_groups, gamma_run, beta_g, gamma_g)
         d_weight = gamma_run @ record.X
         if need_groups:
             w = record.weight
@@ -1010,11 +1089,11 @@ def dense_backward(record: DenseRecord, grad_out, grad_params: GradParams | None
             d_amps_k = (gamma_g.T @ w)[g.event_group, g.event_neuron]
     else:
         d_weight = np.zeros((n_out, n_in))
-        flags = _backward_sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight,
-                                      d_times_k, d_amps_k, need_input_grad)
+        flags = sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight, d_times_k,
+                            d_amps_k, need_input_grad)
         if fspk is not None:
-            _backward_sparse_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg,
-                                  d_weight, d_times_k, d_amps_k, need_input_grad)
+            sparse_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg, d_weight,
+                        d_times_k, d_amps_k, need_input_grad)
     d_times = np.zeros(record.n_in_events)
     d_amps = np.zeros(record.n_in_events)
     if need_input_grad:
