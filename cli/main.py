@@ -150,16 +150,19 @@ def _config_from_options(dataset: str, opts: dict) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _load_split(name: str, split: str, data_dir, limit):
-    from eventsnn.datasets import load_dataset
-    from eventsnn.spikes import SpikeTrains
+def _load_split(name: str, split: str, data_dir, limit, t_max: float | None = None):
+    """Images and labels of one split (the first ``limit``); event datasets as
+    :class:`~eventsnn.spikes.EventSamples` with the events up to ``t_max``."""
+    from eventsnn.datasets import dataset_info, load_dataset
+    from eventsnn.spikes import EventSamples
 
     if name in DATASETS_WITH_EVENTS:
-        raise click.UsageError(f"{name} holds events, not images: training and evaluation on event "
-                               "datasets are not available in this version")
+        from eventsnn.datasets import load_nmnist
+
+        trains, y = load_nmnist(split, data_dir, t_max=t_max,
+                                indices=None if limit is None else range(limit))
+        return EventSamples(trains, dataset_info(name).input_shape), y
     x, y = load_dataset(name, split, data_dir)
-    if isinstance(x, SpikeTrains):
-        raise click.UsageError(f"{name} holds events, not images")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x, y
@@ -221,8 +224,8 @@ def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **o
         config = _config_from_options(dataset, opts)
         out_dir = Path(out) if out is not None else Path("runs") / f"{dataset}-{config.arch}"
     _check_writable(out_dir)
-    x_train, y_train = _load_split(config.dataset, "train", data_dir, config.limit_train)
-    x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test)
+    x_train, y_train = _load_split(config.dataset, "train", data_dir, config.limit_train, config.t_end)
+    x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test, config.t_end)
     checksum = dataset_checksum(config.dataset, data_dir)
     n_classes = dataset_info(config.dataset).n_classes
     click.echo(f"eventsnn {__version__}: training {config.arch} on {config.dataset} "
@@ -263,7 +266,7 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler
     choice = select_device(device)  # an unusable --device cuda fails before anything is read
     cluster = Cluster(scheduler, workers)
     ck = load_checkpoint(checkpoint)
-    x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test)
+    x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test, ck.config.t_end)
     set_device(ck.network, _announce_device(choice, err=as_json))
     with cluster.client() as client:
         if client is None:

@@ -197,3 +197,57 @@ class SpikeTrains:
             and np.array_equal(self.neurons, other.neurons)
             and np.array_equal(self.amplitudes, other.amplitudes)
         )
+
+
+class EventSamples:
+    """A dataset of event samples that indexes like an image array.
+
+    ``samples[i]``, ``samples[a:b]``, ``samples[index_array]`` select samples
+    (a new :class:`EventSamples`), ``len(samples)`` is the number of samples and
+    ``samples.shape`` is ``(n_samples,) + input_shape``, so training and
+    evaluation code written for image arrays takes event datasets unchanged;
+    ``samples.trains`` is the :class:`SpikeTrains` itself.
+
+    Parameters
+    ----------
+    trains : SpikeTrains
+    input_shape : tuple of int
+        Shape of one sample's input (its product is ``trains.n_neurons``), e.g.
+        (2, 34, 34) for N-MNIST.
+    """
+
+    def __init__(self, trains: SpikeTrains, input_shape):
+        if not isinstance(trains, SpikeTrains):
+            raise TypeError("trains must be a SpikeTrains")
+        shape = tuple(int(v) for v in np.atleast_1d(input_shape))
+        if int(np.prod(shape)) != trains.n_neurons:
+            raise ValueError(f"input_shape {shape} has {int(np.prod(shape))} inputs, the events come "
+                             f"from {trains.n_neurons}")
+        self.trains = trains
+        self.input_shape = shape
+
+    @property
+    def shape(self) -> tuple:
+        return (self.trains.n_samples,) + self.input_shape
+
+    @property
+    def nbytes(self) -> int:
+        t = self.trains
+        return int(t.times.nbytes + t.neurons.nbytes + t.amplitudes.nbytes + t.offsets.nbytes)
+
+    def __len__(self) -> int:
+        return self.trains.n_samples
+
+    def __getitem__(self, index) -> "EventSamples":
+        n = self.trains.n_samples
+        if isinstance(index, slice):
+            idx = np.arange(n)[index]
+        else:
+            idx = np.asarray(index)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            idx = idx.reshape(-1).astype(np.int64)
+        return EventSamples(self.trains.select(idx), self.input_shape)
+
+    def __repr__(self) -> str:
+        return f"EventSamples(n_samples={len(self)}, input_shape={self.input_shape}, n_events={self.trains.n_events})"

@@ -39,7 +39,7 @@ from .io import atomic_write
 from .loss import count_loss, readout
 from .network import Network
 from .optim import AdamW, clip_grad_norm, cosine_lr
-from .spikes import SpikeTrains
+from .spikes import EventSamples, SpikeTrains
 
 #: Per-dataset pixel normalisation (mean, std) of the official code; per channel
 #: for CIFAR (broadcast over (C, H, W) images).
@@ -65,12 +65,16 @@ def encode_images(images: np.ndarray, config: TrainConfig) -> SpikeTrains:
 
     Parameters
     ----------
-    images : ndarray, shape (n, ...), values in [0, 1]
+    images : ndarray, shape (n, ...), values in [0, 1]; or EventSamples
+        Event samples (e.g. N-MNIST) are the input events themselves, with their own
+        times (never binned); the encoder does not apply to them.
     config : TrainConfig
     """
+    if isinstance(images, EventSamples):
+        return images.trains
     if isinstance(images, SpikeTrains):
-        raise ValueError(f"{config.dataset} holds events, not images: training on event datasets "
-                         "is not available in this version")
+        raise ValueError(f"{config.dataset}: wrap event samples in eventsnn.spikes.EventSamples "
+                         "(they need their input shape)")
     x = np.asarray(images, dtype=np.float64)
     if config.encoder == "latency":
         return encode.latency(x.reshape(len(x), -1), t_max=config.t_end)
@@ -326,6 +330,9 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     x_train, y_train = train_data
     x_test, y_test = test_data
     input_shape = tuple(np.shape(x_train)[1:])
+    if isinstance(x_train, EventSamples) and config.augment != "none":
+        raise ValueError(f"augment {config.augment!r} transforms images; {config.dataset} holds events "
+                         "(use --augment none)")
     if resume:
         ck = load_checkpoint(ckpt_path)
         if ck.dataset_checksum != dataset_checksum:

@@ -992,3 +992,56 @@ def test_registry_lists_all_datasets():
     assert list(DATASETS) == ["mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist"]
     with pytest.raises(ValueError, match="known datasets: mnist, fashion_mnist, cifar10, cifar100, nmnist"):
         dataset_info("imagenet")
+
+
+def test_nmnist_trains_on_its_own_event_times(tmp_path, fake_nmnist, monkeypatch):
+    """`eventsnn train nmnist`: the network gets the loader's events (cut at t_end, never
+    binned) and the run writes a checkpoint that `evaluate` reads."""
+    from click.testing import CliRunner
+
+    import eventsnn.train as train_mod
+    from eventsnn.cli.main import main
+    from eventsnn.spikes import EventSamples
+
+    for split in ("train", "test"):
+        put_zip(tmp_path, split, fake_nmnist[split]["zip"])
+    seen = []
+    real = train_mod.encode_images
+
+    def spy(images, config):
+        out = real(images, config)
+        if isinstance(images, EventSamples):
+            seen.append(out)
+        return out
+
+    monkeypatch.setattr(train_mod, "encode_images", spy)
+    args = ["train", "nmnist", "--arch", "2C5p1-P2-8", "--steps", "30", "--tau-m", "8", "--tau-s", "4",
+            "--tau-grad", "3", "--desired", "15", "--undesired", "2", "--epochs", "1", "--batch-size", "3",
+            "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    raw = np.concatenate([load_nmnist(split, tmp_path, download=False)[0].times for split in ("train", "test")])
+    cut = raw[raw <= 30.0]
+    assert seen and max(s.times.max(initial=0) for s in seen) <= 30.0
+    assert np.isin(np.concatenate([s.times for s in seen]), cut).all()  # the raw t_us / 3000 values
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["n"] == 3
+
+
+def test_event_samples_index_like_arrays():
+    from eventsnn.spikes import EventSamples
+
+    rng = np.random.default_rng(0)
+    n = 40
+    st = SpikeTrains.from_unsorted(rng.uniform(0, 5, n), rng.integers(0, 8, n), np.ones(n),
+                                   rng.integers(0, 5, n), 5, 8)
+    es = EventSamples(st, (2, 2, 2))
+    assert len(es) == 5 and es.shape == (5, 2, 2, 2) and np.shape(es)[1:] == (2, 2, 2)
+    for index, want in [(slice(1, 4), [1, 2, 3]), ([4, 0, 0], [4, 0, 0]), (np.array([True, False, True, False, False]), [0, 2])]:
+        got = es[index].trains
+        assert got.n_samples == len(want)
+        for k, s in enumerate(want):
+            assert got.sample(k).equals(st.sample(s))
+    with pytest.raises(ValueError, match="input_shape"):
+        EventSamples(st, (3, 3))
