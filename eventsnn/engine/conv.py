@@ -1151,6 +1151,16 @@ class PoolGrads:
     n_clamped = 0
 
 
+def check_pool_inputs(inputs: SpikeTrains, geometry: PoolGeometry, kind: str) -> PoolGeometry:
+    """Validate a pooling's rule and input size (ValueError naming the problem); returns the geometry."""
+    if kind not in POOL_KINDS:
+        raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
+    if inputs.n_neurons != geometry.n_in:
+        raise ValueError(f"pooling expects {geometry.n_in} inputs {geometry.in_shape}, "
+                         f"got events from {inputs.n_neurons} neurons")
+    return geometry
+
+
 def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
     """Continuous-time pooling (see the module docstring for the rule).
 
@@ -1159,12 +1169,7 @@ def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
     outputs : SpikeTrains — pooled events, ``n_neurons = C (H//k) (W//k)``.
     record : PoolRecord
     """
-    if kind not in POOL_KINDS:
-        raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
-    geom = geometry
-    if inputs.n_neurons != geom.n_in:
-        raise ValueError(f"pooling expects {geom.n_in} inputs {geom.in_shape}, "
-                         f"got events from {inputs.n_neurons} neurons")
+    geom = check_pool_inputs(inputs, geometry, kind)
     n = inputs.n_events
     S = inputs.n_samples
     _, ho, wo = geom.out_shape

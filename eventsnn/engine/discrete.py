@@ -111,13 +111,13 @@ from numba import njit, prange
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 from .conv import (
-    POOL_KINDS,
     ConvGeometry,
     PoolGeometry,
     PoolGrads,
     _dense_event_grads,
     _im2col,
     check_conv_weight,
+    check_pool_inputs,
 )
 from .sweep import (
     DENSE_INPUT_DENSITY,
@@ -770,12 +770,7 @@ def _windows(X: np.ndarray, geom: PoolGeometry) -> np.ndarray:
 
 def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str, clock: Clock):
     """Pooling on the clock (module docstring). Returns (outputs, ClockPoolRecord)."""
-    if kind not in POOL_KINDS:
-        raise ValueError(f"pooling kind must be one of {POOL_KINDS}, got {kind!r}")
-    geom = geometry
-    if inputs.n_neurons != geom.n_in:
-        raise ValueError(f"pooling expects {geom.n_in} inputs {geom.in_shape}, "
-                         f"got events from {inputs.n_neurons} neurons")
+    geom = check_pool_inputs(inputs, geometry, kind)
     b = bin_events(inputs, clock)
     X = b.matrix().reshape(b.n_active, *geom.in_shape)
     win = _windows(X, geom)
