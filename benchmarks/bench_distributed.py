@@ -40,6 +40,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -53,6 +54,10 @@ from eventsnn.optim import AdamW
 from eventsnn.train import INIT_SAMPLES, LocalSteps, batch_gradients, encode_images, init_gains
 
 
+def _minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Echo:
     """A worker-side actor that returns an array of the size it received (the exchange, no compute)."""
 
@@ -62,8 +67,9 @@ class Echo:
 
 def exchange_times(client, sizes, repeat):
     """Median seconds of sending a float64 vector of each size to every worker and getting one back."""
-    actors = [client.submit(Echo, actor=True, workers=[w], pure=False).result()
-              for w in dist.worker_addresses(client)]
+    with client.as_current():
+        actors = [client.submit(Echo, actor=True, workers=[w], pure=False).result()
+                  for w in dist.worker_addresses(client)]
     out = []
     for size in sizes:
         flat = np.random.default_rng(0).random(size)
@@ -89,15 +95,24 @@ class Lane:
         self.k = 0
         self.times = []
         self.comm = []  # per round: StepTimes.summary() of a DataParallel runner
+        self.page_faults = []  # per round: minor page faults per step
+
+    def faults(self):
+        """Minor page faults so far of the processes that compute (this one, or the workers)."""
+        if hasattr(self.runner, "client"):
+            return sum(self.runner.client.run(_minor_faults).values())
+        return _minor_faults()
 
     def steps(self, count, timed=True):
         bs = self.cfg.batch_size
+        f0 = self.faults()
         t0 = time.perf_counter()
         for _ in range(count):
             self.runner.step(self.net, self.opt, self.k * bs, (self.k + 1) * bs)
             self.k += 1
         if timed:
             self.times.append((time.perf_counter() - t0) / count)
+            self.page_faults.append((self.faults() - f0) / count)
 
     def weights(self):
         return dist.flatten([a for _, a in self.net.parameters()])
@@ -127,8 +142,12 @@ def main(argv=None):
                     help="GB/s of the exchanges in the model (default: fitted to echo exchanges)")
     ap.add_argument("--latency", type=float, default=None,
                     help="s of fixed overhead per exchange in the model (default: fitted likewise)")
+    ap.add_argument("--dask-malloc", action="store_true",
+                    help="start the workers with Dask's malloc settings instead of eventsnn's WORKER_MALLOC")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.dask_malloc:
+        dist.WORKER_MALLOC = {}
     cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size)
     x, y = load_dataset("mnist", "train", args.data_dir)
     n = (args.steps * args.rounds + args.warmup) * cfg.batch_size
@@ -165,12 +184,14 @@ def main(argv=None):
         sizes = [n_params // 4, n_params, 4 * n_params]
         echo = [e for key in ("dask-1", "dask-2") for e in exchange_times(lanes[key].runner.client, sizes, 15)]
     t_single = float(np.median(lanes["single"].times))
-    rows["single"] = {"s_per_step": t_single, "s_per_step_rounds": lanes["single"].times}
+    rows["single"] = {"s_per_step": t_single, "s_per_step_rounds": lanes["single"].times,
+                      "page_faults_per_step": float(np.median(lanes["single"].page_faults))}
     for key in ("dask-1", "dask-2"):
         t = float(np.median(lanes[key].times))
         comm = {k: float(np.median([c[k] for c in lanes[key].comm])) for k in lanes[key].comm[0]}
         rows[key] = {"s_per_step": t, "s_per_step_rounds": lanes[key].times, "speedup": t_single / t,
-                     "max_weight_diff": divergence[-1][key], **comm}
+                     "max_weight_diff": divergence[-1][key],
+                     "page_faults_per_step": float(np.median(lanes[key].page_faults)), **comm}
     d1 = rows["dask-1"]
     upd = d1["update_s_per_step"] / n_params
     t_sample = (t_single - upd * n_params) / cfg.batch_size  # the single-process step includes the update
@@ -180,9 +201,12 @@ def main(argv=None):
     slope, intercept = np.polyfit(xb, ts, 1)
     beta = args.bandwidth * 1e9 if args.bandwidth else 1.0 / slope
     alpha = args.latency if args.latency is not None else max(float(intercept), 0.0)
-    base = t_sample * cfg.batch_size + upd * n_params
-    prediction = {n: base / model(t_sample, cfg.batch_size, n_params, alpha, upd, beta, n)
-                  for n in (1, 2, 4, 8, 16, 32) if n <= cfg.batch_size}
+    def predict(batch):  # speed-up over one machine without Dask, same global batch
+        base = t_sample * batch + upd * n_params
+        return {n: base / model(t_sample, batch, n_params, alpha, upd, beta, n)
+                for n in (1, 2, 4, 8, 16, 32, 64) if n <= batch}
+
+    prediction = {batch: predict(batch) for batch in (cfg.batch_size, 8 * cfg.batch_size)}
     out = {"arch": args.arch, "batch_size": cfg.batch_size, "n_params": int(n_params),
            "steps": args.steps * args.rounds, "divergence": divergence, "grad_rel_diff": grad_rel_diff,
            "echo": echo,
@@ -197,18 +221,19 @@ def main(argv=None):
           f"steps per runner (interleaved, median) after {args.warmup} warm-up; "
           f"load average {out['load_average'][0]:.2f}")
     print("| run | s / step | speed-up | MB / step (out + back) | exchange ms | worker compute ms | "
-          "overhead ms | client update ms | max |w - w_single| |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| single process | {t_single:.4f} | 1 | | | | | | |")
+          "overhead ms | client update ms | page faults / step | max |w - w_single| |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| single process | {t_single:.4f} | 1 | | | | | | {rows['single']['page_faults_per_step']:.0f} | |")
     for key in ("dask-1", "dask-2"):
         r = rows[key]
         print(f"| {key} | {r['s_per_step']:.4f} | {r['speedup']:.2f} | {r['bytes_per_step'] / 1e6:.2f} | "
               f"{1e3 * r['exchange_s_per_step']:.1f} | {1e3 * r['compute_s_per_step']:.1f} | "
               f"{1e3 * r['overhead_s_per_step']:.1f} | {1e3 * r['update_s_per_step']:.1f} | "
-              f"{r['max_weight_diff']:.1e} |")
+              f"{r['page_faults_per_step']:.0f} | {r['max_weight_diff']:.1e} |")
     print(f"model: t_sample {1e3 * t_sample:.3f} ms, alpha {1e3 * alpha:.1f} ms, beta {beta / 1e9:.2f} GB/s, "
           f"update {1e9 * upd:.2f} ns/parameter")
-    print("predicted speed-up: " + ", ".join(f"N={k}: {v:.2f}" for k, v in prediction.items()))
+    for batch, pred in prediction.items():
+        print(f"predicted speed-up, batch {batch}: " + ", ".join(f"N={k}: {v:.2f}" for k, v in pred.items()))
     print("echo (bytes out + back: s): " + ", ".join(f"{e['bytes'] / 1e6:.1f} MB: {1e3 * e['seconds']:.1f} ms"
                                                      for e in echo))
     print(f"first batch: max |g_whole - (g_half1 + g_half2)| / max |g| = {grad_rel_diff:.1e} (per array, max)")

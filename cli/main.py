@@ -185,8 +185,9 @@ def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **o
     """Train a spiking network on DATASET (e.g. mnist) with exact event-driven backpropagation.
 
     Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
-    With --scheduler or --workers the batches are split across Dask workers
-    (synchronous data-parallel; same weights as one process up to rounding).
+    With --scheduler or --workers every batch is split across Dask workers
+    (synchronous data-parallel: the same steps as one process, up to the order
+    of floating-point sums; see docs/distributed.md).
     """
     from eventsnn.checkpoint import load_checkpoint
     from eventsnn.datasets import dataset_checksum, dataset_info

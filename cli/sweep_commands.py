@@ -23,7 +23,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-
 from eventsnn.cli.cluster import Cluster, cluster_options
 
 

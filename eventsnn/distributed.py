@@ -65,9 +65,9 @@ import numpy as np
 CONNECT_TIMEOUT = "20s"
 #: glibc malloc settings of local workers (set before they start). Dask's default
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` also freezes the mmap threshold at 128 KiB, so every
-#: large temporary array of a training step is a fresh mmap: 8700 page faults per
-#: 784-800 batch of 50 against 1900 in a plain process (docs/distributed.md); with
-#: these, 5. Freed memory up to 256 MiB stays in the worker.
+#: large temporary array of a training step is a fresh mmap: about 10 000 minor page
+#: faults per 784-800 step of 50 samples; with these, 4-9 (docs/performance.md).
+#: Freed memory up to 256 MiB stays in the worker.
 WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
 
 
@@ -112,7 +112,10 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         Start a ``LocalCluster`` of this many single-threaded worker processes
         (the machine's cores shared out as numba threads); closed on exit.
 
-    Exactly one of them must be given.
+    Exactly one of them must be given. The client talks to the workers
+    directly (``direct_to_workers``: the data-parallel parameters and gradients
+    do not pass through the scheduler), so the workers must be reachable from
+    the client's machine.
 
     Yields
     ------
@@ -122,7 +125,7 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         raise ValueError("give exactly one of scheduler (an address) or workers (a number)")
     distributed = require()
     if scheduler is not None:
-        with distributed.Client(scheduler, timeout=CONNECT_TIMEOUT) as client:
+        with distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, direct_to_workers=True) as client:
             yield client
         return
     if int(workers) < 1:
@@ -132,12 +135,20 @@ def connect(scheduler: str | None = None, workers: int | None = None):
     # malloc: see WORKER_MALLOC; silence_logs: workers that loaded numba take seconds to exit and are
     # killed at close, with a warning each
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                           dashboard_address="127.0.0.1:0", env=local_worker_env(workers),
-                                           silence_logs=logging.ERROR)
-    with cluster, distributed.Client(cluster) as client:
-        yield client
+    saved = {k: os.environ.get(k) for k in environ}  # the nanny writes them into this process too
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                               dashboard_address="127.0.0.1:0", env=local_worker_env(workers),
+                                               silence_logs=logging.ERROR)
+        with cluster, distributed.Client(cluster, direct_to_workers=True) as client:
+            yield client
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _workers(client) -> dict:
@@ -203,12 +214,14 @@ def piece_bounds(a: int, b: int, n_pieces: int) -> np.ndarray:
 class _Replica:
     """A worker's network replica and its share of the data (a Dask actor)."""
 
-    def __init__(self, config_json: str, n_classes: int, input_shape, index: int):
+    def __init__(self, config_json: str, n_classes: int, input_shape, index: int, device: str = "cpu"):
         from .checkpoint import build_network
         from .config import TrainConfig
+        from .device import set_device
 
         self.config = TrainConfig.from_json(config_json)
         self.net = build_network(self.config, n_classes, tuple(input_shape))
+        set_device(self.net, device)  # the client's device: a worker without a usable GPU refuses "cuda"
         self.params = [a for _, a in self.net.parameters()]
         self.index = int(index)
         self.x = self.y = self.x_test = self.y_test = None
@@ -318,8 +331,9 @@ class DataParallel:
 
     def _result(self, futures, what: str):
         try:
-            return [f.result() for f in futures]
-        except Exception as exc:  # noqa: BLE001 - any failure of a remote call ends the run
+            with self.client.as_current():  # actors bind to the current client when they arrive
+                return [f.result() for f in futures]
+        except Exception as exc:
             raise WorkerLostError(f"data-parallel {what} failed on a worker ({type(exc).__name__}: {exc}); "
                                   "the last completed epoch is in checkpoint.h5 (continue with --resume)") from exc
 
@@ -327,8 +341,10 @@ class DataParallel:
         self.config = config
         self.x, self.y = train_data
         self.params = [a for _, a in net.parameters()]
+        device = next((layer.device for layer in net.layers if hasattr(layer, "device")), "cpu")
         futures = [self.client.submit(_Replica, config.to_json(), net.n_classes, list(net.input_shape), w,
-                                      workers=[addr], actor=True, pure=False, key=f"eventsnn-replica-{uuid.uuid4().hex}")
+                                      device, workers=[addr], actor=True, pure=False,
+                                      key=f"eventsnn-replica-{uuid.uuid4().hex}")
                    for w, addr in enumerate(self.workers)]
         self.replicas = self._result(futures, "start")
         x_test, y_test = test_data
@@ -436,14 +452,13 @@ def _logged_call(topic: str, name: str, fn, *args):
     """Task body: record this execution's start on the scheduler, then call ``fn``."""
     from distributed import get_client, get_worker
 
-    try:
+    with contextlib.suppress(Exception):  # counting is best effort; the submission count remains
         get_client().log_event(topic, {"name": name, "worker": get_worker().address})
-    except Exception:  # noqa: BLE001 - counting is best effort; the submission count remains
-        pass
     return fn(*args)
 
 
-def _error_text(exc) -> str:
+def error_line(exc) -> str:
+    """``Type: message`` of an exception, first line only (for summaries)."""
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -502,7 +517,7 @@ def map_with_retries(client, fn, items: list, *, retries: int = 2, on_done=None)
                 exc = fut.exception()
             except Exception as err:  # noqa: BLE001 - e.g. a cancelled future
                 exc = err
-            out.errors.append(_error_text(exc))
+            out.errors.append(error_line(exc))
         out.attempts = started(name)
         lost = out.attempts - len(out.errors) - int(out.ok)  # executions Dask re-ran after a worker died
         if lost > 0:  # before the error of this completion, if it failed

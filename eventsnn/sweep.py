@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
+from .distributed import error_line  # imports no Dask
 from .io import atomic_write
 
 #: The Table 3 ablation: backward kernel h of Eq. 12 x pooling rule.
@@ -264,11 +265,6 @@ def _write_run_files(run_dir: Path, files: dict) -> None:
             fh.write(blob)
 
 
-def _error_text(exc) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0]
-
-
 # ----------------------------------------------------------------------------- the sweep
 def run_sweep(runs: list, out_dir, data: TrainingData, *, client=None, retries: int = 2,
               progress: bool = True, log=print) -> list:
@@ -329,7 +325,7 @@ def run_sweep(runs: list, out_dir, data: TrainingData, *, client=None, retries: 
                 try:
                     out = train_run(run.config, data, out_dir / run.name, progress=progress)
                 except Exception as exc:  # noqa: BLE001 - recorded and retried, never dropped
-                    errors.append(_error_text(exc))
+                    errors.append(error_line(exc))
                     continue
                 finish(run, "ok", attempt, errors, out["history"])
                 break

@@ -18,14 +18,14 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="dask/distributed not installed (extra 'distributed')")
 
-import cloudpickle  # noqa: E402  (a dependency of distributed)
+import cloudpickle
+from sweep_data import digits, fake_mnist_dir, invoke
 
-from eventsnn import distributed as dist  # noqa: E402
-from eventsnn.checkpoint import build_network, load_checkpoint  # noqa: E402
-from eventsnn.config import TrainConfig  # noqa: E402
-from eventsnn.sweep import TrainingData, expand_grid, run_sweep  # noqa: E402
-from eventsnn.train import batch_gradients, evaluate, train  # noqa: E402
-from sweep_data import digits, fake_mnist_dir, invoke  # noqa: E402
+from eventsnn import distributed as dist
+from eventsnn.checkpoint import build_network, load_checkpoint
+from eventsnn.config import TrainConfig
+from eventsnn.sweep import TrainingData, expand_grid, run_sweep
+from eventsnn.train import batch_gradients, evaluate, train
 
 # functions of this module run on the workers: ship them by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -45,8 +45,8 @@ def params(net):
 
 
 def run_both(client, cfg, x, y, xt, yt, tmp_path):
-    kw = dict(train_data=(x, y), test_data=(xt, yt), dataset_checksum="t", n_classes=10, progress=False,
-              log=lambda *_: None)
+    kw = {"train_data": (x, y), "test_data": (xt, yt), "dataset_checksum": "t", "n_classes": 10,
+          "progress": False, "log": lambda *_: None}
     single = train(cfg, tmp_path / "single", **kw)
     runner = dist.DataParallel(client)
     par = train(cfg, tmp_path / "dp", runner=runner, **kw)

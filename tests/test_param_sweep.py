@@ -10,16 +10,24 @@ import json
 import math
 import sys
 
-import numpy as np
 import pytest
+from sweep_data import digits, fake_mnist_dir, invoke
 
 from eventsnn import sweep
 from eventsnn.config import TrainConfig
-from eventsnn.sweep import (ABLATION_GRID, RunResult, TrainingData, aggregate, aggregate_table, expand_grid,
-                            parse_grid, run_sweep, summary_table)
-from sweep_data import digits, fake_mnist_dir, invoke
+from eventsnn.sweep import (
+    ABLATION_GRID,
+    RunResult,
+    TrainingData,
+    aggregate,
+    aggregate_table,
+    expand_grid,
+    parse_grid,
+    run_sweep,
+    summary_table,
+)
 
-QUIET = dict(progress=False, log=lambda *_: None)
+QUIET = {"progress": False, "log": lambda *_: None}
 
 
 @pytest.fixture(scope="module")
