@@ -131,6 +131,9 @@ TRAIN_OPTIONS = [
     click.option("--dropout", type=float, default=_D.dropout, show_default=True,
                  help="Dropout probability after every hidden layer (channel dropout after convolutions); "
                       "training only."),
+    click.option("--grad-pieces", type=int, default=_D.grad_pieces, show_default=True,
+                 help="Sum each batch's gradient from this many contiguous pieces, in order; with "
+                      "--workers N, --grad-pieces N gives the same bits as one process."),
     click.option("--limit-train", type=int, default=None, help="Use the first N training images."),
     click.option("--limit-test", type=int, default=None, help="Use the first N test images."),
 ]

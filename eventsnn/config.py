@@ -60,6 +60,7 @@ class TrainConfig:
     limit_test: int | None = None
     augment: str = "auto"
     dropout: float = 0.0
+    grad_pieces: int = 1
     time: str = "continuous"
 
     def __post_init__(self):
@@ -70,7 +71,7 @@ class TrainConfig:
         parse_arch(self.arch)
         NeuronParams(self.tau_m, self.tau_s, self.threshold)
         self.grad_params()
-        for name in ("epochs", "batch_size", "steps"):
+        for name in ("epochs", "batch_size", "steps", "grad_pieces"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "avg_spike_init"):
@@ -121,6 +122,7 @@ class TrainConfig:
         data.setdefault("pool", "adjusted-avg")  # checkpoints written before pooling existed
         data.setdefault("augment", "none")  # ... and before augmentation existed
         data.setdefault("dropout", 0.0)
+        data.setdefault("grad_pieces", 1)
         data.setdefault("time", "continuous")  # ... and before the discrete-time mode
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known

@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .train import piece_bounds
+
 #: How long ``connect`` waits for a scheduler.
 CONNECT_TIMEOUT = "20s"
 #: glibc malloc settings of local workers (set before they start). Dask's default
@@ -205,11 +207,6 @@ def add_sums(parts: list) -> dict:
     return total
 
 
-def piece_bounds(a: int, b: int, n_pieces: int) -> np.ndarray:
-    """Bounds of ``n_pieces`` contiguous, near-equal pieces of positions ``a:b`` (some may be empty)."""
-    return a + (b - a) * np.arange(n_pieces + 1) // n_pieces
-
-
 # ------------------------------------------------------------------------ worker side
 class _Replica:
     """A worker's network replica and its share of the data (a Dask actor)."""
@@ -338,6 +335,9 @@ class DataParallel:
                                   "the last completed epoch is in checkpoint.h5 (continue with --resume)") from exc
 
     def bind(self, config, net, train_data, test_data, progress):
+        if config.grad_pieces not in (1, len(self.workers)):
+            raise ValueError(f"grad_pieces {config.grad_pieces} does not fit {len(self.workers)} workers: use "
+                             f"--grad-pieces {len(self.workers)} (the same bits as one process with it) or 1")
         self.config = config
         self.x, self.y = train_data
         self.params = [a for _, a in net.parameters()]

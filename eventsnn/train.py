@@ -220,9 +220,35 @@ def apply_gradients(opt: AdamW, grads: list, config: TrainConfig) -> float:
     return norm
 
 
+def piece_bounds(a: int, b: int, n_pieces: int) -> np.ndarray:
+    """Bounds of ``n_pieces`` contiguous, near-equal pieces of positions ``a:b`` (some may be empty)."""
+    return a + (b - a) * np.arange(n_pieces + 1) // n_pieces
+
+
+def sum_in_order(parts: list) -> list:
+    """Element-wise sum of gradient lists, first to last (the order fixes the rounding)."""
+    total = [g.copy() for g in parts[0]]
+    for part in parts[1:]:
+        for t, g in zip(total, part):
+            t += g
+    return total
+
+
 def train_step(net: Network, opt: AdamW, images, labels, config: TrainConfig) -> BatchStats:
-    """One optimisation step on a batch (:func:`batch_gradients` then :func:`apply_gradients`)."""
-    grads, stats = batch_gradients(net, images, labels, config)
+    """One optimisation step on a batch (:func:`batch_gradients` then :func:`apply_gradients`).
+
+    With ``config.grad_pieces = P > 1`` the batch gradient is the sum, in order, of
+    the gradients of P contiguous pieces of the batch (:func:`piece_bounds`): exactly
+    what data-parallel training on P workers computes, so the two give the same bits.
+    """
+    if config.grad_pieces == 1:
+        grads, stats = batch_gradients(net, images, labels, config)
+    else:
+        bounds = piece_bounds(0, len(labels), config.grad_pieces)
+        parts = [batch_gradients(net, images[s:e], labels[s:e], config)
+                 for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+        grads = sum_in_order([g for g, _ in parts])
+        stats = merge_stats([st for _, st in parts])
     apply_gradients(opt, grads, config)
     return stats
 
