@@ -181,7 +181,8 @@ def inspect_cmd(checkpoint, arch, dataset, pool, seed, data_dir, sample, layer, 
     """
     import numpy as np
 
-    from eventsnn.inspect import loss_gradient, require_continuous, spike_flow, spike_gradients, spike_index
+    from eventsnn.inspect import (loss_gradient, require_continuous, require_neurons, spike_flow,
+                                  spike_gradients, spike_index)
     from eventsnn.plot import plot_gradient_flow
 
     if top is not None and top < 1:
@@ -192,10 +193,7 @@ def inspect_cmd(checkpoint, arch, dataset, pool, seed, data_dir, sample, layer, 
     kernel = kernel or cfg.grad_kernel
     inputs, label = subj.sample(sample)
     layer = _layer_arg(net, layer)
-    if net.layers[layer].kind not in ("dense", "conv"):
-        kind = "pooling" if net.layers[layer].kind == "pool" else net.layers[layer].kind
-        raise click.UsageError(f"layer {layer} is a {kind} layer (no neurons of its own): "
-                               "inspect a dense or conv layer")
+    require_neurons(net, layer, "inspect")
     n_out = net.layers[layer].n_out
     if not 0 <= neuron < n_out:
         raise click.UsageError(f"--neuron {neuron} out of range: layer {layer} has {n_out} neurons")

@@ -37,10 +37,6 @@ from .params import GradParams, NeuronParams
 from .spikes import SpikeTrains
 
 
-def _sample_of_events(st: SpikeTrains) -> np.ndarray:
-    return np.repeat(np.arange(st.n_samples, dtype=np.int64), np.diff(st.offsets))
-
-
 @dataclass(frozen=True, eq=False)
 class DropoutRecord:
     """``kept`` indices of the input events that survived; ``scale`` = 1/(1 - p);
@@ -106,7 +102,7 @@ class DropoutLayer:
             return inputs, DropoutRecord(None, 1.0, inputs.n_events)
         n_chan = self.n_in // self.per_channel
         keep = self.rng.random((inputs.n_samples, n_chan)) >= self.p
-        smp = _sample_of_events(inputs)
+        smp = inputs.samples
         kept = np.flatnonzero(keep[smp, inputs.neurons // self.per_channel])
         counts = np.bincount(smp[kept], minlength=inputs.n_samples)
         offsets = np.zeros(inputs.n_samples + 1, dtype=np.int64)
@@ -233,7 +229,7 @@ class ResidualBlock:
         times = np.concatenate([y2.times, s.times])
         neurons = np.concatenate([y2.neurons, s.neurons])
         amps = np.concatenate([y2.amplitudes, s.amplitudes])
-        smp = np.concatenate([_sample_of_events(y2), _sample_of_events(s)])
+        smp = np.concatenate([y2.samples, s.samples])
         order = np.lexsort((neurons, times, smp))
         offsets = y2.offsets + s.offsets
         out = SpikeTrains(times[order], neurons[order], amps[order], offsets, self.n_out)

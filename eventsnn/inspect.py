@@ -43,11 +43,10 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
 
 from .engine.conv import receptive_field
-from .io import FileFormatError, atomic_h5, read_spike_trains, write_spike_trains
+from .io import FileFormatError, atomic_h5, open_h5, read_spike_trains, write_spike_trains
 from .kernels import deps, eps, h
 from .network import ForwardResult, Network
 from .params import GradParams
@@ -81,6 +80,15 @@ def require_continuous(time: str, what: str) -> None:
 
 #: Layer kinds made of neurons of their own (windows, shares, membrane potentials).
 NEURON_KINDS = ("dense", "conv")
+
+
+def require_neurons(net: Network, l: int, what: str) -> None:
+    """ValueError unless layer ``l`` of ``net`` is made of neurons (``NEURON_KINDS``)."""
+    kind = net.layers[l].kind
+    if kind not in NEURON_KINDS:
+        kind = "pooling" if kind == "pool" else kind
+        raise ValueError(f"layer {l} is a {kind} layer (no neurons of its own): {what} needs a dense "
+                         "or conv layer")
 
 # ----------------------------------------------------------------------------------
 # layers, spikes and windows
@@ -136,10 +144,7 @@ class _LayerView:
         require_continuous(result.time, "looking into a spike's window (Eqs. 6, 12)")
         self.index = _layer_index(net, layer)
         lay = net.layers[self.index]
-        if lay.kind not in NEURON_KINDS:
-            kind = "pooling" if lay.kind == "pool" else lay.kind
-            raise ValueError(f"layer {self.index} is a {kind} layer: only dense and conv layers can be "
-                             "looked into (their neurons' windows)")
+        require_neurons(net, self.index, "looking into a spike's window")
         self.kind = lay.kind
         self.layer = lay
         self.inputs = result.inputs if self.index == 0 else result.spikes[self.index - 1]
@@ -1311,10 +1316,7 @@ def simulate(net: Network, inputs: SpikeTrains, *, sample: int | None = None, la
         raise ValueError(f"membrane_points must be 0 (no traces) or >= 2, got {membrane_points}")
     if points:
         l = _layer_index(net, membrane_layer)
-        if net.layers[l].kind not in NEURON_KINDS:
-            kind = "pooling" if net.layers[l].kind == "pool" else net.layers[l].kind
-            raise ValueError(f"layer {l} is a {kind} layer: only dense and conv layers have "
-                             "membrane potentials to record")
+        require_neurons(net, l, "recording membrane potentials")
         n_out = net.layers[l].n_out
         neurons = (np.arange(n_out) if membrane_neurons is None
                    else np.asarray(membrane_neurons, dtype=np.int64).reshape(-1))
@@ -1381,13 +1383,7 @@ def load_simulation(path) -> Simulation:
     from pathlib import Path
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise FileFormatError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         if f.attrs.get("format") != SIMULATION_FORMAT:
             raise FileFormatError(f"{path}: not an eventsnn simulation file (format {f.attrs.get('format')!r}); "
                                   "write one with 'eventsnn simulate'")

@@ -126,6 +126,25 @@ def save_spike_trains(path, trains: SpikeTrains, name: str = "spikes") -> None:
         write_spike_trains(f.create_group(name), trains)
 
 
+def open_h5(path) -> h5py.File:
+    """Open an HDF5 file for reading.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    FileFormatError
+        If it is not readable HDF5.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise FileFormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
 def load_spike_trains(path, name: str = "spikes") -> SpikeTrains:
     """Load a :class:`SpikeTrains` saved by :func:`save_spike_trains`.
 
@@ -137,13 +156,7 @@ def load_spike_trains(path, name: str = "spikes") -> SpikeTrains:
         If the file is not readable HDF5 or holds no such group.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise FileFormatError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         if name not in f:
             raise FileFormatError(f"{path}: no spike-train group {name!r}")
         return read_spike_trains(f[name])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spike_refs import spike_ranks
 
 from eventsnn.arch import parse_arch
 from eventsnn.blocks import DropoutLayer, ResidualBlock
@@ -26,15 +27,6 @@ def spike_batch(rng, n_samples, in_shape, n_events, t_end=8.0):
     times[::4] = np.round(times[::4])  # shared times
     return SpikeTrains.from_unsorted(times, rng.integers(0, n_in, n), np.ones(n),
                                      np.repeat(np.arange(n_samples), n_events), n_samples, n_in), t_end
-
-
-def ranks(st):
-    r = np.zeros(st.n_events, dtype=np.int64)
-    seen = {}
-    for k, (s, i) in enumerate(zip(st.samples.tolist(), st.neurons.tolist())):
-        r[k] = seen.get((s, i), 0)
-        seen[(s, i)] = r[k] + 1
-    return r
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -104,13 +96,13 @@ def test_block_gradients_match_finite_differences(c_in):
     out, rec = block.forward(x, PARAMS, t_end)
     counts = out.counts()
     gtab = rng.uniform(-1, 1, (2, block.n_out, 32))
-    bg = block.backward(rec, gtab[out.samples, out.neurons, ranks(out)], EXACT)
+    bg = block.backward(rec, gtab[out.samples, out.neurons, spike_ranks(out)], EXACT)
 
     def loss(inputs=x):
         o, _ = block.forward(inputs, PARAMS, t_end)
         if not np.array_equal(o.counts(), counts):
             return None
-        return float(np.sum(gtab[o.samples, o.neurons, ranks(o)] * o.times))
+        return float(np.sum(gtab[o.samples, o.neurons, spike_ranks(o)] * o.times))
 
     dx, checked = 1e-6, 0
     for lay, lg in zip(block.sublayers, bg.sublayers):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spike_refs import spike_ranks
 
 from eventsnn import GradParams, NeuronParams, SpikeTrains, neuron_spike_times
 from eventsnn.conv_layers import ConvLayer, PoolLayer
@@ -88,15 +89,6 @@ def spike_batch(rng, n_samples, in_shape, n_events, t_end=10.0, rounded=5):
 def spikes_of(out, s, i):
     smp = out.sample(s)
     return smp.times[smp.neurons == i]
-
-
-def spike_ranks(out):
-    ranks = np.zeros(out.n_events, dtype=np.int64)
-    seen = {}
-    for k, (s, i) in enumerate(zip(out.samples.tolist(), out.neurons.tolist())):
-        ranks[k] = seen.get((s, i), 0)
-        seen[(s, i)] = ranks[k] + 1
-    return ranks
 
 
 # (in_shape, c_out, k, stride, padding)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spike_refs import spike_ranks
 
 from eventsnn import GradParams, NeuronParams, SpikeTrains, neuron_spike_times
 from eventsnn.engine import sweep
@@ -225,14 +226,6 @@ def test_forward_validation():
 # ----------------------------------------------------------------------------------
 # backward: reference and finite differences
 # ----------------------------------------------------------------------------------
-def spike_ranks(out):
-    """Rank of every output spike among the spikes of its (sample, neuron)."""
-    ranks = np.zeros(out.n_events, dtype=np.int64)
-    seen = {}
-    for k, (s, i) in enumerate(zip(out.samples.tolist(), out.neurons.tolist())):
-        ranks[k] = seen.get((s, i), 0)
-        seen[(s, i)] = ranks[k] + 1
-    return ranks
 
 
 def loss_grads(out, gtab):
