@@ -127,10 +127,13 @@ TRAIN_OPTIONS = [
                  help="Drop windows whose Eq. 12 denominator is <= 0."),
     click.option("--augment", type=click.Choice(("auto",) + AUGMENT_KINDS), default="auto", show_default=True,
                  help="Training augmentation (auto: the official one of the dataset: flip for fashion_mnist, "
-                      "crop-flip for cifar, none otherwise; shift: +-2 pixels)."),
+                      "crop-flip for cifar, none otherwise; shift: +-2 pixels, shift1: +-1)."),
     click.option("--dropout", type=float, default=_D.dropout, show_default=True,
                  help="Dropout probability after every hidden layer (channel dropout after convolutions); "
                       "training only."),
+    click.option("--revive/--no-revive", default=_D.revive, show_default=True,
+                 help="After each epoch, recycle the units that fired on no training sample (new incoming "
+                      "weights, the layer's median gain; ReDo-style, see eventsnn.revive)."),
     click.option("--grad-pieces", type=int, default=_D.grad_pieces, show_default=True,
                  help="Sum each batch's gradient from this many contiguous pieces, in order; with "
                       "--workers N, --grad-pieces N gives the same bits as one process."),

@@ -13,6 +13,7 @@ Kinds:
 * ``"shift"`` — translation by up to 2 pixels in each direction, the
   uncovered border filled with 0 (black), no flip (for MNIST; not in the
   official code);
+* ``"shift1"`` — the same by up to 1 pixel;
 * ``"crop-flip"`` — ``RandomCrop(W, padding=4)`` then ``RandomHorizontalFlip()``
   (official CIFAR).
 
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("none", "flip", "shift", "crop-flip")
+KINDS = ("none", "flip", "shift", "shift1", "crop-flip")
 #: (padding, flips) of each kind.
-_SPEC = {"none": (0, False), "flip": (0, True), "shift": (2, False), "crop-flip": (4, True)}
+_SPEC = {"none": (0, False), "flip": (0, True), "shift": (2, False), "shift1": (1, False),
+         "crop-flip": (4, True)}
 #: The official code's augmentation per dataset (others: none).
 OFFICIAL = {"fashion_mnist": "flip", "cifar10": "crop-flip", "cifar100": "crop-flip"}
 

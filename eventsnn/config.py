@@ -60,6 +60,7 @@ class TrainConfig:
     limit_test: int | None = None
     augment: str = "auto"
     dropout: float = 0.0
+    revive: bool = False
     grad_pieces: int = 1
     time: str = "continuous"
 
@@ -122,6 +123,7 @@ class TrainConfig:
         data.setdefault("pool", "adjusted-avg")  # checkpoints written before pooling existed
         data.setdefault("augment", "none")  # ... and before augmentation existed
         data.setdefault("dropout", 0.0)
+        data.setdefault("revive", False)  # ... and before silent-neuron recycling
         data.setdefault("grad_pieces", 1)
         data.setdefault("time", "continuous")  # ... and before the discrete-time mode
         known = {f.name for f in fields(cls)}

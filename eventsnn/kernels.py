@@ -119,6 +119,20 @@ def eps(s, tau_m: float = 5.0, tau_s: float = 3.0) -> np.ndarray:
     return out.reshape(np.shape(s))
 
 
+def eps_peak(tau_m: float = 5.0, tau_s: float = 3.0) -> tuple[float, float]:
+    """Where eps peaks and its value there: (s*, eps(s*)), s* = ln(tau_m/tau_s) tau_m tau_s / (tau_m - tau_s).
+
+    (deps(s*) = 0: exp(-s/tau_s)/tau_s = exp(-s/tau_m)/tau_m.) eps rises on [0, s*] and
+    falls after it. Used by the sparse convolution's block screening to bound the effect
+    of any input over a stretch of time.
+    """
+    tau_m, tau_s = float(tau_m), float(tau_s)
+    if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
+        raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m}, {tau_s}")
+    s_star = math.log(tau_m / tau_s) * tau_m * tau_s / (tau_m - tau_s)
+    return s_star, float(_eps(s_star, tau_m, tau_s))
+
+
 def deps(s, tau_m: float = 5.0, tau_s: float = 3.0) -> np.ndarray:
     """Time derivative d eps/ds of the kernel (0 for s < 0, right derivative at 0).
 

@@ -39,6 +39,7 @@ from .io import atomic_write
 from .loss import count_loss, readout
 from .network import Network
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .revive import revive_silent
 from .spikes import EventSamples, SpikeTrains
 
 #: Per-dataset pixel normalisation (mean, std) of the official code; per channel
@@ -469,6 +470,8 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
         set_dropout(net, None)
         test = runner.evaluate(net)
         sizes = [layer.n_out for layer in net.layers]
+        revived = (revive_silent(net, opt, fired, np.random.default_rng([config.seed, epoch, 2]))
+                   if config.revive else None)
         entry = {
             "epoch": epoch + 1,
             "lr": opt.lr,
@@ -482,6 +485,8 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
             "windows_dropped": tot["dropped"] / max(tot["windows"], 1),
             "windows_clamped": tot["clamped"] / max(tot["windows"], 1),
         }
+        if revived is not None:
+            entry["revived"] = revived
         history.append(entry)
         for l, f in enumerate(fired):
             if not f.any():
@@ -496,4 +501,5 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
             f"train acc {entry['train_accuracy']:.4f}  test acc {entry['test_accuracy']:.4f}  "
             f"spikes/neuron {' '.join(f'{r:.2f}' for r in entry['spikes_per_neuron'])}  "
             f"silent {entry['silent_neurons']}  dropped {entry['windows_dropped']:.3%}  "
-            f"clamped {entry['windows_clamped']:.3%}  {train_time:.1f} s")
+            f"clamped {entry['windows_clamped']:.3%}  {train_time:.1f} s"
+            + (f"  revived {revived}" if revived is not None else ""))

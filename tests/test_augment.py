@@ -44,6 +44,8 @@ def test_draw_is_deterministic_and_in_range():
     b = augment.draw("shift", np.random.default_rng(3), 500)
     np.testing.assert_array_equal(a[0], b[0])
     assert a[0].min() == 0 and a[0].max() == 4 and not a[1].any()
+    off1, _ = augment.draw("shift1", np.random.default_rng(3), 500)
+    assert off1.min() == 0 and off1.max() == 2
     off, flip = augment.draw("crop-flip", np.random.default_rng(3), 500)
     assert off.max() == 8 and 100 < flip.sum() < 400
 

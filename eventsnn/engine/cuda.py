@@ -89,7 +89,7 @@ def _atomic_add2(a, i, j, v):
 
 #: The CPU routines compiled once more as device functions (same source).
 GPU_ROUTINES = SCALAR_ROUTINES + (
-    _sweep._window_end, _sweep._window_open, _sweep._spike_window, _sweep._step_back, _sweep._hval,
+    _sweep._group_step, _sweep._window_end, _sweep._window_open, _sweep._spike_window, _sweep._step_back, _sweep._hval,
     _sweep._spike_factors, _sweep._dense_spike,
     _sweep._sparse_spike_factors, _sweep._sparse_spike_scatter, _conv._unit_intervals,
     _conv._unit_decays, _conv._unit_spike,
@@ -100,6 +100,7 @@ _screen = _DEV["_screen"]
 _interval_spike = _DEV["_interval_spike"]
 _advance = _DEV["_advance"]
 _du = _DEV["_du"]
+_group_step = _DEV["_group_step"]
 _dense_spike = _DEV["_dense_spike"]
 _sparse_spike_factors = _DEV["_sparse_spike_factors"]
 _sparse_spike_scatter = _DEV["_sparse_spike_scatter"]
@@ -111,35 +112,6 @@ _unit_spike = _DEV["_unit_spike"]
 # ----------------------------------------------------------------------------------
 # forward kernels
 # ----------------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _group_step(v, r, skip, ws, n, row, t0, t_next, has_next, L, emg, esg, epsg, depsg, tau_m,
-                tau_s, theta, rtol, max_iter, base, cap, o_row, o_time, o_slope, o_wstart):
-    """One neuron after the input of group ``row`` was added to its trace r: forget it
-    if the neuron spiked exactly at this group's time, screen the interval (t0, t0 + L],
-    solve and record a spike (below ``cap``), reset, decay. Returns (v, r, skip, ws, n)."""
-    if skip:
-        v = 0.0
-        r = 0.0
-        skip = False
-    if _screen(v, r, emg, epsg, depsg, 1.0 / tau_m, 1.0 / tau_s, theta):
-        d, tk, nxt = _interval_spike(v, r, L, emg, epsg, depsg, tau_m, tau_s, theta, t0, t_next,
-                                     has_next, rtol, max_iter)
-        if not d < 0.0:
-            if n < cap:
-                k = base + n
-                o_row[k] = row
-                o_time[k] = tk
-                o_slope[k] = _du(v, r, d, tau_m, tau_s)
-                o_wstart[k] = ws
-            n += 1
-            ws = row + 2 if nxt else row + 1
-            skip = nxt
-            v = 0.0
-            r = 0.0
-    v, r = _advance(v, r, emg, esg, epsg)
-    return v, r, skip, ws, n
-
-
 @cuda.jit(device=True)
 def _region(q, per, group_offsets, cap_offsets):
     """Thread q = outer * per + inner: (outer, inner, its first and end group, the start

@@ -135,6 +135,36 @@ def _sweep_interval(V, R, skip, wstart, cand, g, g_end, group_times, interval_le
     return n
 
 
+@njit(cache=True, inline="always")
+def _group_step(v, r, skip, ws, n, row, t0, t_next, has_next, L, emg, esg, epsg, depsg, tau_m,
+                tau_s, theta, rtol, max_iter, base, cap, o_row, o_time, o_slope, o_wstart):
+    """One neuron after the input of group ``row`` was added to its trace r: forget it if
+    the neuron spiked exactly at this group's time, screen the interval (t0, t0 + L],
+    solve and record a spike (below ``cap``), reset, decay. Returns (v, r, skip, ws, n).
+    Shared by the GPU engine's per-neuron threads and the CPU's blocked sparse conv scan."""
+    if skip:
+        v = 0.0
+        r = 0.0
+        skip = False
+    if _screen(v, r, emg, epsg, depsg, 1.0 / tau_m, 1.0 / tau_s, theta):
+        d, tk, nxt = _interval_spike(v, r, L, emg, epsg, depsg, tau_m, tau_s, theta, t0, t_next,
+                                     has_next, rtol, max_iter)
+        if not d < 0.0:
+            if n < cap:
+                k = base + n
+                o_row[k] = row
+                o_time[k] = tk
+                o_slope[k] = _du(v, r, d, tau_m, tau_s)
+                o_wstart[k] = ws
+            n += 1
+            ws = row + 2 if nxt else row + 1
+            skip = nxt
+            v = 0.0
+            r = 0.0
+    v, r = _advance(v, r, emg, esg, epsg)
+    return v, r, skip, ws, n
+
+
 @njit(cache=True)
 def _forget_skipped(V, R, skip):
     """Zero the state of neurons that spiked exactly at the current group time."""
