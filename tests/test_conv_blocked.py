@@ -1,4 +1,5 @@
-"""The sparse convolution's blocked forward (``_scan_units_blocked``).
+"""The blocked forward of event inputs (``_scan_units_blocked``): the sparse
+convolution's units and the dense layer's event path (units = samples).
 
 It screens ``block`` groups at a time with a bound on the potential and jumps the
 state of channels that cannot cross in closed form; everything else is swept
@@ -22,6 +23,7 @@ from scipy.optimize import minimize_scalar
 from eventsnn import NeuronParams, SpikeTrains, neuron_spike_times
 from eventsnn.crossing import CROSSING_MAX_ITER, CROSSING_RTOL
 from eventsnn.engine import conv as C
+from eventsnn.engine import sweep
 from eventsnn.engine.conv import ConvGeometry
 from eventsnn.kernels import deps, eps, eps_peak
 
@@ -154,7 +156,7 @@ def test_overflow_guard_falls_back_to_group_by_group():
     inputs = spike_batch(rng, 2, geom.in_shape, 80, 4.0)
     K = rng.normal(0.3, 0.5, geom.weight_shape)
     t_end = 3.0 * 250  # t_end / tau_s = 250 > MAX_REFERENCED_EXPONENT: e^{t/tau} could overflow
-    assert t_end / PARAMS.tau_s > C.MAX_REFERENCED_EXPONENT
+    assert t_end / PARAMS.tau_s > sweep.MAX_REFERENCED_EXPONENT
     with np.errstate(over="raise"):
         _, rec = forward(inputs, K, geom, t_end, 16)
     _, rec0 = forward(inputs, K, geom, t_end, 0)
@@ -172,3 +174,30 @@ def test_eps_peak(tau_m, tau_s):
     assert abs(deps(np.array([s_star]), tau_m, tau_s)[0]) < 1e-12
     with pytest.raises(ValueError, match="tau_m != tau_s"):
         eps_peak(2.0, 2.0)
+
+
+@pytest.mark.parametrize("block", [1, 4, 16, 100000])
+def test_dense_event_path_blocked_equals_group_by_group(block, ref):
+    """The dense layer's event path runs the same blocked kernel (units = samples)."""
+    rng = np.random.default_rng(40 + block)
+    n_in, n_out, t_end = 60, 25, 6.0
+    inputs = spike_batch(rng, 4, (n_in,), 400, t_end)
+    W = rng.normal(0.08, 0.3, (n_out, n_in))
+    groups = sweep.group_events(inputs, t_end)
+    wt = np.ascontiguousarray(W.T)
+    a = sweep.scan_groups(groups, n_out, PARAMS, t_end, weight_t=wt, block=0)
+    b = sweep.scan_groups(groups, n_out, PARAMS, t_end, weight_t=wt, block=block)
+    assert a.outputs.n_events > 40
+    np.testing.assert_array_equal(b.outputs.offsets, a.outputs.offsets)
+    np.testing.assert_array_equal(b.outputs.neurons, a.outputs.neurons)
+    np.testing.assert_allclose(b.outputs.times, a.outputs.times, rtol=1e-12, atol=0)
+    for name in ("out_sample", "out_row", "out_wstart"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+    np.testing.assert_allclose(b.out_slope, a.out_slope, rtol=1e-10, atol=1e-12)
+    # and one sample neuron by neuron against the brute-force reference
+    smp = inputs.sample(1)
+    o = b.outputs.sample(1)
+    for i in range(0, n_out, 6):
+        want = ref.spike_times(smp.times, W[i, smp.neurons] * smp.amplitudes, PARAMS.tau_m, PARAMS.tau_s,
+                               PARAMS.threshold, t_end)
+        ref.assert_times_close(o.times[o.neurons == i], want, 1e-12, f"neuron {i}")

@@ -555,3 +555,13 @@ def test_prop_layer_matches_neurons_and_conserves_gradient(ref, case):
             cond[k] = np.abs(ch).sum() / abs(ch.sum())
         tol = 1e-9 * grad.sum() + 1e-13 * np.sum(grad * cond)
         assert abs(gr.d_times.sum() - grad.sum()) <= tol
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=300))
+def test_by_neuron_is_the_stable_argsort(keys):
+    """The counting sort behind the backward's per-neuron spike lists."""
+    k = np.array(keys, dtype=np.int64)
+    offsets, order = sweep._by_neuron(k, 10)
+    np.testing.assert_array_equal(order, np.argsort(k, kind="stable"))
+    np.testing.assert_array_equal(np.diff(offsets), np.bincount(k, minlength=10))

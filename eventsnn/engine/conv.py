@@ -94,12 +94,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _interval_factors
-from ..kernels import eps_peak
+from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 from .sweep import (
     PLANNED_SPIKES_PER_NEURON,
+    SCAN_BLOCK,
+    BlockedScan,
     DenseGrads,
     EventGroups,
     ForcedSpikes,
@@ -111,12 +112,12 @@ from .sweep import (
     _forced_spike_list,
     _forced_windows_kernel,
     _forget_skipped,
-    _group_step,
     _hval,
     _spike_factors,
     _spike_window,
     _step_back,
     _sweep_interval,
+    _unit_intervals,
     group_events,
     group_inputs,
     scan_groups,
@@ -126,11 +127,6 @@ from .sweep import (
 #: average, at least this share of the output positions (images reach all of them,
 #: single spikes at distinct times a few).
 CONV_DENSE_REACH = 0.5
-#: Groups per block of the sparse path's blocked forward (:func:`_scan_units_blocked`).
-SCAN_BLOCK = 16
-#: The blocked forward refers input times to t = 0 through e^{t/tau}; above this
-#: t_end / tau it falls back to the group-by-group scan.
-MAX_REFERENCED_EXPONENT = 200.0
 #: Work chunks per thread of the sparse kernels (each chunk owns a workspace).
 CHUNKS_PER_THREAD = 4
 
@@ -383,18 +379,6 @@ def _fill_unit_groups(times, unit_entry_offsets, unit_group_offsets, ent_event, 
     group_entry_offsets[group_entry_offsets.size - 1] = unit_entry_offsets[n_units]
 
 
-@njit(cache=True)
-def _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, ilen, em, es, eps_l, deps_l):
-    """Interval lengths L and exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L) of the groups
-    g0..g1-1 of one unit (workspace rows), from two transcendental calls per interval
-    (:func:`eventsnn.crossing._interval_factors`)."""
-    for j in range(g1 - g0):
-        nxt = group_times[g0 + j + 1] if g0 + j + 1 < g1 else t_end
-        L = nxt - group_times[g0 + j]
-        ilen[j] = L
-        em[j], es[j], eps_l[j], deps_l[j] = _interval_factors(L, tau_m, tau_s)
-
-
 @njit(cache=True, parallel=True)
 def _scan_units(chunk_units, unit_group_offsets, group_times, group_entry_offsets, ent_event,
                 ent_tap, amps, KT, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R, skip,
@@ -433,103 +417,6 @@ def _scan_units(chunk_units, unit_group_offsets, group_times, group_entry_offset
                     n = _sweep_interval(Vc, Rc, Kc, Wc, Cc, j, n_g, gt, Lc, EMc, ESc, EPc, DPc,
                                         tau_m, tau_s, theta, t_end, rtol, max_iter, o_row,
                                         o_neuron, o_time, o_slope, o_wstart, base, cap, n)
-            counts[u] = n
-
-
-@njit(cache=True, parallel=True)
-def _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entry_offsets,
-                        ent_event, ent_tap, amps, ev_m, ev_s, KT, tau_m, tau_s, theta, t_end,
-                        rtol, max_iter, block, s_peak, eps_max, V, R, skip, wstart, pos, acc_m, acc_s,
-                        ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row, o_neuron, o_time,
-                        o_slope, o_wstart):
-    """Forward of every unit, ``block`` groups at a time (same results as
-    :func:`_scan_units` up to rounding; parallel over chunks of units).
-
-    For a block of groups [A, B) of a unit (times t_A .. t_B, t_B the next group's
-    time or t_end) every channel i first accumulates, over the block's entries
-    (r_e = a_e K[i, tap_e]), the sum of its positive parts P_i and the time-referenced
-    sums M_i = sum r_e e^{t_e/tau_m}, S_i = sum r_e e^{t_e/tau_s} (``ev_m``, ``ev_s``
-    hold a_e e^{t_e/tau} per input event). Since e^{-s/tau_m} <= 1 and eps >= 0 rises up
-    to its peak eps_max at s_peak, its potential in [t_A, t_B] is at most max(V, 0) +
-    eps(min(L, s_peak)) (max(R, 0) + P_i), L = t_B - t_A: every lag is in [0, L]. A channel
-    whose bound is below theta cannot spike in the block: its state jumps to t_B in
-    closed form, V <- V e^{-L/tau_m} + R eps(L) + c (M e^{-t_B/tau_m} - S e^{-t_B/tau_s}),
-    R <- R e^{-L/tau_s} + S e^{-t_B/tau_s}, c = tau_m / (tau_m - tau_s). Every other
-    channel (and one that spiked exactly on t_A) is swept group by group with the
-    exact per-neuron routine :func:`~eventsnn.engine.sweep._group_step`. Chunk c owns
-    row c of the workspaces V, R, skip, wstart, pos, acc_m, acc_s (C_out) and ilen, em,
-    es, eps_l, deps_l (``block``)."""
-    c_out = KT.shape[1]
-    coef = tau_m / (tau_m - tau_s)
-    for c in prange(chunk_units.size - 1):
-        Vc, Rc, Kc, Wc = V[c], R[c], skip[c], wstart[c]
-        Pc, Mc, Sc = pos[c], acc_m[c], acc_s[c]
-        Lc, EMc, ESc, EPc, DPc = ilen[c], em[c], es[c], eps_l[c], deps_l[c]
-        for u in range(chunk_units[c], chunk_units[c + 1]):
-            g0 = unit_group_offsets[u]
-            n_g = unit_group_offsets[u + 1] - g0
-            base = cap_offsets[u]
-            cap = cap_offsets[u + 1] - base
-            n = 0
-            for i in range(c_out):
-                Vc[i] = 0.0
-                Rc[i] = 0.0
-                Kc[i] = False
-                Wc[i] = 0
-            for jA in range(0, n_g, block):
-                jB = min(jA + block, n_g)
-                for i in range(c_out):
-                    Pc[i] = 0.0
-                    Mc[i] = 0.0
-                    Sc[i] = 0.0
-                for e in range(group_entry_offsets[g0 + jA], group_entry_offsets[g0 + jB]):
-                    m = ent_event[e]
-                    a = amps[m]
-                    fm = ev_m[m]
-                    fs = ev_s[m]
-                    row = KT[ent_tap[e]]
-                    for i in range(c_out):
-                        k = row[i]
-                        Pc[i] += max(a * k, 0.0)
-                        Mc[i] += fm * k
-                        Sc[i] += fs * k
-                tA = group_times[g0 + jA]
-                tB = group_times[g0 + jB] if jB < n_g else t_end
-                emL, esL, epsL, _ = _interval_factors(tB - tA, tau_m, tau_s)
-                lim = epsL if tB - tA < s_peak else eps_max
-                xm = math.exp(-tB / tau_m)
-                xs = math.exp(-tB / tau_s)
-                ready = False
-                for i in range(c_out):
-                    v = Vc[i]
-                    r = Rc[i]
-                    if not Kc[i] and max(v, 0.0) + lim * (max(r, 0.0) + Pc[i]) < theta:
-                        Vc[i] = v * emL + r * epsL + coef * (Mc[i] * xm - Sc[i] * xs)
-                        Rc[i] = r * esL + Sc[i] * xs
-                        continue
-                    if not ready:  # the block's interval factors, once for all its swept channels
-                        _unit_intervals(group_times, g0 + jA, g0 + jB, tB, tau_m, tau_s, Lc, EMc,
-                                        ESc, EPc, DPc)
-                        ready = True
-                    sk = Kc[i]
-                    ws = Wc[i]
-                    for j in range(jA, jB):
-                        for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
-                            r += amps[ent_event[e]] * KT[ent_tap[e], i]
-                        has_next = j + 1 < n_g
-                        t_next = group_times[g0 + j + 1] if has_next else t_end
-                        n0 = n
-                        jj = j - jA
-                        v, r, sk, ws, n = _group_step(v, r, sk, ws, n, j, group_times[g0 + j], t_next,
-                                                      has_next, Lc[jj], EMc[jj], ESc[jj], EPc[jj],
-                                                      DPc[jj], tau_m, tau_s, theta, rtol, max_iter,
-                                                      base, cap, o_row, o_time, o_slope, o_wstart)
-                        if n > n0 and n0 < cap:
-                            o_neuron[base + n0] = i
-                    Vc[i] = v
-                    Rc[i] = r
-                    Kc[i] = sk
-                    Wc[i] = ws
             counts[u] = n
 
 
@@ -853,32 +740,24 @@ def _scan_units_host(ul: UnitLists, KT, params, t_end, rtol, max_iter, block=SCA
     c_out = KT.shape[1]
     chunk_units = _chunks(U)
     nc = chunk_units.size - 1
-    blocked = block > 0 and t_end / min(params.tau_m, params.tau_s) <= MAX_REFERENCED_EXPONENT
-    mg = max(min(ul.max_groups, block) if blocked else ul.max_groups, 1)
-    V, R = np.zeros((nc, c_out)), np.zeros((nc, c_out))
-    skip = np.zeros((nc, c_out), dtype=np.bool_)
-    wst = np.zeros((nc, c_out), dtype=np.int64)
-    cand = np.zeros((nc, c_out), dtype=np.bool_)
-    work = [np.empty((nc, mg)) for _ in range(5)]
-    if blocked:
-        acc = [np.empty((nc, c_out)) for _ in range(3)]
-        kept = np.minimum(ul.event_times, t_end)  # later events have no entries
-        ev_m = ul.amplitudes * np.exp(kept / params.tau_m)
-        ev_s = ul.amplitudes * np.exp(kept / params.tau_s)
-        s_peak, eps_max = eps_peak(params.tau_m, params.tau_s)
+    blocked = BlockedScan.plan(nc, c_out, block, ul.amplitudes, ul.event_times, params, t_end)
+    if blocked is None:
+        mg = max(ul.max_groups, 1)
+        V, R = np.zeros((nc, c_out)), np.zeros((nc, c_out))
+        skip = np.zeros((nc, c_out), dtype=np.bool_)
+        wst = np.zeros((nc, c_out), dtype=np.int64)
+        cand = np.zeros((nc, c_out), dtype=np.bool_)
+        work = [np.empty((nc, mg)) for _ in range(5)]
     counts = np.zeros(U, dtype=np.int64)
     caps = np.minimum(np.diff(ul.unit_group_offsets), PLANNED_SPIKES_PER_NEURON) * c_out
     while True:
         cap_offsets = np.zeros(U + 1, dtype=np.int64)
         np.cumsum(caps, out=cap_offsets[1:])
         o_row, o_chan, o_time, o_slope, o_wstart = _spike_buffers(int(cap_offsets[-1]))
-        if U and blocked:
-            _scan_units_blocked(chunk_units, ul.unit_group_offsets, ul.group_times,
-                                ul.group_entry_offsets, ul.ent_event, ul.ent_tap, ul.amplitudes,
-                                ev_m, ev_s, KT, params.tau_m, params.tau_s, params.threshold, t_end,
-                                rtol, max_iter, int(block), s_peak, eps_max, V, R, skip, wst, *acc,
-                                *work,
-                                cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart)
+        if U and blocked is not None:
+            blocked.run(chunk_units, ul.unit_group_offsets, ul.group_times, ul.group_entry_offsets,
+                        ul.ent_event, ul.ent_tap, KT, params, t_end, rtol, max_iter, cap_offsets,
+                        counts, o_row, o_chan, o_time, o_slope, o_wstart)
         elif U:
             _scan_units(chunk_units, ul.unit_group_offsets, ul.group_times, ul.group_entry_offsets,
                         ul.ent_event, ul.ent_tap, ul.amplitudes, KT, params.tau_m, params.tau_s,

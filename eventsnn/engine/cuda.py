@@ -91,7 +91,7 @@ def _atomic_add2(a, i, j, v):
 GPU_ROUTINES = SCALAR_ROUTINES + (
     _sweep._group_step, _sweep._window_end, _sweep._window_open, _sweep._spike_window, _sweep._step_back, _sweep._hval,
     _sweep._spike_factors, _sweep._dense_spike,
-    _sweep._sparse_spike_factors, _sweep._sparse_spike_scatter, _conv._unit_intervals,
+    _sweep._sparse_spike_factors, _sweep._sparse_spike_scatter, _sweep._unit_intervals,
     _conv._unit_decays, _conv._unit_spike,
 )
 _DEV = compile_family(GPU_ROUTINES, cuda.jit(device=True),

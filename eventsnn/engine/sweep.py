@@ -61,16 +61,22 @@ from ..crossing import (
     _advance,
     _critical_point,
     _du,
+    _interval_factors,
     _interval_spike,
     _screen,
 )
-from ..kernels import KERNEL_EXP, deps, eps
+from ..kernels import KERNEL_EXP, deps, eps, eps_peak
 from ..params import GradParams, NeuronParams
 from ..spikes import SpikeTrains
 
 #: Above this share of non-zero entries in the (groups x inputs) matrix the
 #: currents are computed with one dense BLAS product, below it event by event.
 DENSE_INPUT_DENSITY = 0.05
+#: Groups per block of the blocked forward of event inputs (:func:`_scan_units_blocked`).
+SCAN_BLOCK = 16
+#: The blocked forward refers input times to t = 0 through e^{t/tau}; above this
+#: t_end / tau it falls back to the group-by-group scan.
+MAX_REFERENCED_EXPONENT = 200.0
 #: Planned spikes per neuron and sample (at most the number of groups); a
 #: sample that emits more is re-run with an exact buffer.
 PLANNED_SPIKES_PER_NEURON = 4
@@ -217,6 +223,156 @@ def _scan(dense, group_times, group_offsets, interval_len, em, es, eps_l, deps_l
                                 eps_l, deps_l, tau_m, tau_s, theta, t_end, rtol, max_iter,
                                 o_row, o_neuron, o_time, o_slope, o_wstart, base, cap, n)
         counts[s] = n
+
+
+@njit(cache=True)
+def _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, ilen, em, es, eps_l, deps_l):
+    """Interval lengths L and exp(-L/tau_m), exp(-L/tau_s), eps(L), eps'(L) of the groups
+    g0..g1-1 of one unit (workspace rows), from two transcendental calls per interval
+    (:func:`eventsnn.crossing._interval_factors`)."""
+    for j in range(g1 - g0):
+        nxt = group_times[g0 + j + 1] if g0 + j + 1 < g1 else t_end
+        L = nxt - group_times[g0 + j]
+        ilen[j] = L
+        em[j], es[j], eps_l[j], deps_l[j] = _interval_factors(L, tau_m, tau_s)
+
+
+@njit(cache=True, parallel=True)
+def _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+                        ent_event, ent_tap, amps, ev_m, ev_s, KT, tau_m, tau_s, theta, t_end,
+                        rtol, max_iter, block, s_peak, eps_max, V, R, skip, wstart, pos, acc_m, acc_s,
+                        ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row, o_neuron, o_time,
+                        o_slope, o_wstart):
+    """Forward of every unit, ``block`` groups at a time (same results as
+    :func:`_scan_units` up to rounding; parallel over chunks of units).
+
+    For a block of groups [A, B) of a unit (times t_A .. t_B, t_B the next group's
+    time or t_end) every channel i first accumulates, over the block's entries
+    (r_e = a_e K[i, tap_e]), the sum of its positive parts P_i and the time-referenced
+    sums M_i = sum r_e e^{t_e/tau_m}, S_i = sum r_e e^{t_e/tau_s} (``ev_m``, ``ev_s``
+    hold a_e e^{t_e/tau} per input event). Since e^{-s/tau_m} <= 1 and eps >= 0 rises up
+    to its peak eps_max at s_peak, its potential in [t_A, t_B] is at most max(V, 0) +
+    eps(min(L, s_peak)) (max(R, 0) + P_i), L = t_B - t_A: every lag is in [0, L]. A channel
+    whose bound is below theta cannot spike in the block: its state jumps to t_B in
+    closed form, V <- V e^{-L/tau_m} + R eps(L) + c (M e^{-t_B/tau_m} - S e^{-t_B/tau_s}),
+    R <- R e^{-L/tau_s} + S e^{-t_B/tau_s}, c = tau_m / (tau_m - tau_s). Every other
+    channel (and one that spiked exactly on t_A) is swept group by group with the
+    exact per-neuron routine :func:`_group_step`. Chunk c owns
+    row c of the workspaces V, R, skip, wstart, pos, acc_m, acc_s (C_out) and ilen, em,
+    es, eps_l, deps_l (``block``)."""
+    c_out = KT.shape[1]
+    coef = tau_m / (tau_m - tau_s)
+    for c in prange(chunk_units.size - 1):
+        Vc, Rc, Kc, Wc = V[c], R[c], skip[c], wstart[c]
+        Pc, Mc, Sc = pos[c], acc_m[c], acc_s[c]
+        Lc, EMc, ESc, EPc, DPc = ilen[c], em[c], es[c], eps_l[c], deps_l[c]
+        for u in range(chunk_units[c], chunk_units[c + 1]):
+            g0 = unit_group_offsets[u]
+            n_g = unit_group_offsets[u + 1] - g0
+            base = cap_offsets[u]
+            cap = cap_offsets[u + 1] - base
+            n = 0
+            for i in range(c_out):
+                Vc[i] = 0.0
+                Rc[i] = 0.0
+                Kc[i] = False
+                Wc[i] = 0
+            for jA in range(0, n_g, block):
+                jB = min(jA + block, n_g)
+                for i in range(c_out):
+                    Pc[i] = 0.0
+                    Mc[i] = 0.0
+                    Sc[i] = 0.0
+                for e in range(group_entry_offsets[g0 + jA], group_entry_offsets[g0 + jB]):
+                    m = ent_event[e]
+                    a = amps[m]
+                    fm = ev_m[m]
+                    fs = ev_s[m]
+                    row = KT[ent_tap[e]]
+                    for i in range(c_out):
+                        k = row[i]
+                        Pc[i] += max(a * k, 0.0)
+                        Mc[i] += fm * k
+                        Sc[i] += fs * k
+                tA = group_times[g0 + jA]
+                tB = group_times[g0 + jB] if jB < n_g else t_end
+                emL, esL, epsL, _ = _interval_factors(tB - tA, tau_m, tau_s)
+                lim = epsL if tB - tA < s_peak else eps_max
+                xm = math.exp(-tB / tau_m)
+                xs = math.exp(-tB / tau_s)
+                ready = False
+                for i in range(c_out):
+                    v = Vc[i]
+                    r = Rc[i]
+                    if not Kc[i] and max(v, 0.0) + lim * (max(r, 0.0) + Pc[i]) < theta:
+                        Vc[i] = v * emL + r * epsL + coef * (Mc[i] * xm - Sc[i] * xs)
+                        Rc[i] = r * esL + Sc[i] * xs
+                        continue
+                    if not ready:  # the block's interval factors, once for all its swept channels
+                        _unit_intervals(group_times, g0 + jA, g0 + jB, tB, tau_m, tau_s, Lc, EMc,
+                                        ESc, EPc, DPc)
+                        ready = True
+                    sk = Kc[i]
+                    ws = Wc[i]
+                    for j in range(jA, jB):
+                        for e in range(group_entry_offsets[g0 + j], group_entry_offsets[g0 + j + 1]):
+                            r += amps[ent_event[e]] * KT[ent_tap[e], i]
+                        has_next = j + 1 < n_g
+                        t_next = group_times[g0 + j + 1] if has_next else t_end
+                        n0 = n
+                        jj = j - jA
+                        v, r, sk, ws, n = _group_step(v, r, sk, ws, n, j, group_times[g0 + j], t_next,
+                                                      has_next, Lc[jj], EMc[jj], ESc[jj], EPc[jj],
+                                                      DPc[jj], tau_m, tau_s, theta, rtol, max_iter,
+                                                      base, cap, o_row, o_time, o_slope, o_wstart)
+                        if n > n0 and n0 < cap:
+                            o_neuron[base + n0] = i
+                    Vc[i] = v
+                    Rc[i] = r
+                    Kc[i] = sk
+                    Wc[i] = ws
+            counts[u] = n
+
+
+@dataclass(frozen=True, eq=False)
+class BlockedScan:
+    """Arguments of :func:`_scan_units_blocked` beyond the lists: per-event factors
+    a_m e^{t_m/tau_m}, a_m e^{t_m/tau_s}, the peak of eps, and per-chunk workspaces.
+    Built by :meth:`plan`; shared by the sparse convolution and the dense layer's
+    event path (units = samples, entries = events, taps = input neurons)."""
+
+    amps: np.ndarray
+    ev_m: np.ndarray
+    ev_s: np.ndarray
+    block: int
+    s_peak: float
+    eps_max: float
+    work: tuple
+
+    @classmethod
+    def plan(cls, n_chunks: int, n_out: int, block: int, amplitudes, event_times, params, t_end):
+        """The arguments, or None when ``block`` is 0 or e^{t_end/tau} could overflow."""
+        if block <= 0 or t_end / min(params.tau_m, params.tau_s) > MAX_REFERENCED_EXPONENT:
+            return None
+        kept = np.minimum(event_times, t_end)  # later events have no entries
+        s_peak, eps_max = eps_peak(params.tau_m, params.tau_s)
+        work = (np.zeros((n_chunks, n_out)), np.zeros((n_chunks, n_out)),
+                np.zeros((n_chunks, n_out), dtype=np.bool_), np.zeros((n_chunks, n_out), dtype=np.int64),
+                *(np.empty((n_chunks, n_out)) for _ in range(3)),
+                *(np.empty((n_chunks, int(block))) for _ in range(5)))
+        amps = np.ascontiguousarray(amplitudes, dtype=np.float64)
+        return cls(amps, amps * np.exp(kept / params.tau_m), amps * np.exp(kept / params.tau_s),
+                   int(block), s_peak, eps_max, work)
+
+    def run(self, chunk_units, unit_group_offsets, group_times, group_entry_offsets, ent_event,
+            ent_tap, KT, params, t_end, rtol, max_iter, cap_offsets, counts, o_row, o_neuron,
+            o_time, o_slope, o_wstart):
+        """Call the kernel (rows and window starts of the spikes come out unit-relative)."""
+        _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+                            ent_event, ent_tap, self.amps, self.ev_m, self.ev_s, KT, params.tau_m, params.tau_s, params.threshold,
+                            float(t_end), float(rtol), int(max_iter), self.block, self.s_peak,
+                            self.eps_max, *self.work, cap_offsets, counts, o_row, o_neuron, o_time,
+                            o_slope, o_wstart)
 
 
 @njit(cache=True)
@@ -822,13 +978,15 @@ def interval_decays(groups: EventGroups, params: NeuronParams):
 
 def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: float, *,
                 currents=None, group_run=None, weight_t=None, rtol: float = CROSSING_RTOL,
-                max_iter: int = CROSSING_MAX_ITER) -> Sweep:
-    """Run every sample's neurons through its groups (the compiled ``_scan``) and
-    collect the spikes sorted per sample by time, then neuron.
+                max_iter: int = CROSSING_MAX_ITER, block: int = SCAN_BLOCK) -> Sweep:
+    """Run every sample's neurons through its groups and collect the spikes sorted per
+    sample by time, then neuron.
 
-    Give either ``currents`` (n_runs, n_out) with ``group_run`` (dense path) or
-    ``weight_t`` = W^T (n_in, n_out) (sparse path). Spike buffers are planned per
-    sample; a sample that emits more spikes is re-run with exact sizes.
+    Give either ``currents`` (n_runs, n_out) with ``group_run`` (dense path: the
+    compiled ``_scan``) or ``weight_t`` = W^T (n_in, n_out) (sparse path: the blocked
+    ``_scan_units_blocked``, ``block`` groups at a time, each sample a unit; with
+    ``block=0`` the group-by-group ``_scan``). Spike buffers are planned per sample;
+    a sample that emits more spikes is re-run with exact sizes.
     """
     S = groups.group_offsets.size - 1
     dense = currents is not None
@@ -837,8 +995,14 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
     else:
         currents, group_run = np.zeros((0, n_out)), np.zeros(0, np.int64)
     em, es, eps_l, deps_l = interval_decays(groups, params)
-    work = (np.zeros((S, n_out)), np.zeros((S, n_out)), np.zeros((S, n_out), dtype=np.bool_),
-            np.zeros((S, n_out), dtype=np.int64), np.zeros((S, n_out), dtype=np.bool_))
+    blocked = None if dense or not (n_out and S) else BlockedScan.plan(
+        S, n_out, block, groups.event_amp, groups.group_times[groups.event_group], params, t_end)
+    if blocked is None:
+        work = (np.zeros((S, n_out)), np.zeros((S, n_out)), np.zeros((S, n_out), dtype=np.bool_),
+                np.zeros((S, n_out), dtype=np.int64), np.zeros((S, n_out), dtype=np.bool_))
+    else:  # units = samples, entries = events (the identity), taps = input neurons
+        chunk_units = np.arange(S + 1, dtype=np.int64)
+        entries = np.arange(groups.event_amp.size, dtype=np.int64)
     counts = np.zeros(S, dtype=np.int64)
     caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
     while True:
@@ -850,7 +1014,12 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
         o_time = np.empty(total)
         o_slope = np.empty(total)
         o_wstart = np.empty(total, dtype=np.int64)
-        if n_out and S:
+        if blocked is not None:
+            blocked.run(chunk_units, groups.group_offsets, groups.group_times,
+                        groups.group_event_offsets, entries, groups.event_neuron, weight_t, params,
+                        t_end, rtol, max_iter, cap_offsets, counts, o_row, o_neuron, o_time, o_slope,
+                        o_wstart)
+        elif n_out and S:
             _scan(dense, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
                   eps_l, deps_l, currents, group_run, groups.group_event_offsets,
                   groups.event_neuron, groups.event_amp, weight_t, params.tau_m, params.tau_s,
@@ -860,13 +1029,21 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
             break
         caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
     n_spk = int(counts.sum())
-    take = np.empty(n_spk, dtype=np.int64)
-    _sort_spikes(cap_offsets, counts, o_row, o_time, take)
+    sample = np.repeat(np.arange(S, dtype=np.int64), counts)
+    if blocked is None:
+        take = np.empty(n_spk, dtype=np.int64)
+        _sort_spikes(cap_offsets, counts, o_row, o_time, take)
+        rows, wstart = o_row[take], o_wstart[take]
+    else:  # blocks emit channel by channel: sort by time, then neuron; rows were sample-relative
+        first = np.cumsum(counts) - counts
+        take = cap_offsets[sample] + (np.arange(n_spk, dtype=np.int64) - first[sample])
+        take = take[np.lexsort((o_neuron[take], o_time[take], sample))]
+        g0 = groups.group_offsets[sample]
+        rows, wstart = o_row[take] + g0, o_wstart[take] + g0
     offsets = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
-    return Sweep(outputs, np.repeat(np.arange(S, dtype=np.int64), counts), o_row[take],
-                 o_wstart[take], o_slope[take], em, es, eps_l, deps_l)
+    return Sweep(outputs, sample, rows, wstart, o_slope[take], em, es, eps_l, deps_l)
 
 
 def dense_forward(inputs: SpikeTrains, weight, params: NeuronParams, t_end: float, *,
@@ -997,11 +1174,24 @@ def _forced_spike_list(record: DenseRecord, forced: ForcedSpikes):
     return smp[ok], nrn[ok], tms[ok], grd[ok], rows[ok], wstart[ok]
 
 
+@njit(cache=True)
+def _counting_sort(keys, offsets, order):
+    """order = the stable argsort of ``keys`` given their CSR ``offsets`` (one pass)."""
+    cursor = offsets[:-1].copy()
+    for q in range(keys.size):
+        k = keys[q]
+        order[cursor[k]] = q
+        cursor[k] += 1
+
+
 def _by_neuron(neurons: np.ndarray, n_out: int):
-    """Spike indices grouped by neuron (CSR): (neuron_offsets, by_neuron)."""
-    by_neuron = np.argsort(neurons, kind="stable")
+    """Spike indices grouped by neuron (CSR): (neuron_offsets, by_neuron), by_neuron =
+    the stable argsort of ``neurons`` (a counting sort)."""
+    neurons = np.ascontiguousarray(neurons, dtype=np.int64)
     neuron_offsets = np.zeros(n_out + 1, dtype=np.int64)
     np.cumsum(np.bincount(neurons, minlength=n_out), out=neuron_offsets[1:])
+    by_neuron = np.empty(neurons.size, dtype=np.int64)
+    _counting_sort(neurons, neuron_offsets, by_neuron)
     return neuron_offsets, by_neuron
 
 
