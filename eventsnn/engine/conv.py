@@ -1008,7 +1008,11 @@ def conv_backward(record: ConvRecord, grad_out, grad_params: GradParams | None =
     ConvGrads
         ``d_weight`` (C_out, C_in, k, k) = dL/dK summed over all output positions.
     """
-    return _conv_backward_with(_backward_dense_path, _backward_units_path, record, grad_out,
+    # sparse path: the channel-parallel unit walks (imported here: that module builds on
+    # this one; _backward_units_path stays the reference and the GPU engine's source)
+    from .unit_backward import backward_units_path
+
+    return _conv_backward_with(_backward_dense_path, backward_units_path, record, grad_out,
                                grad_params, need_input_grad, forced)
 
 
