@@ -332,9 +332,10 @@ def _count_entries(times, neurons, offsets, t_end, c_in, h, w, k, stride, pad, h
 
 @njit(cache=True, parallel=True)
 def _fill_entries(times, neurons, offsets, t_end, c_in, h, w, k, stride, pad, ho, wo,
-                  unit_entry_offsets, cursor, ent_event, ent_tap, unit_groups):
+                  unit_entry_offsets, cursor, last_time, ent_event, ent_tap, unit_groups):
     """Entries (event, tap) of every unit in time order (events are sorted per sample);
-    counts the distinct times of each unit into ``unit_groups``."""
+    counts the distinct times of each unit into ``unit_groups`` (``last_time``: workspace
+    of one float per unit)."""
     P = ho * wo
     hw = h * w
     for s in prange(offsets.size - 1):
@@ -356,8 +357,9 @@ def _fill_entries(times, neurons, offsets, t_end, c_in, h, w, k, stride, pad, ho
                     dx = x + pad - ox * stride
                     u = base + oy * wo + ox
                     e = cursor[u]
-                    if e == unit_entry_offsets[u] or times[ent_event[e - 1]] != t:
+                    if e == unit_entry_offsets[u] or last_time[u] != t:
                         unit_groups[u] += 1
+                        last_time[u] = t
                     ent_event[e] = m
                     ent_tap[e] = (ci * k + dy) * k + dx
                     cursor[u] = e + 1
@@ -714,7 +716,7 @@ def build_unit_lists(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> U
     ent_tap = np.empty(E, dtype=np.int32)
     unit_groups = np.zeros(U, dtype=np.int64)
     _fill_entries(inputs.times, inputs.neurons, inputs.offsets, t_end, *g, unit_entry_offsets,
-                  unit_entry_offsets[:-1].copy(), ent_event, ent_tap, unit_groups)
+                  unit_entry_offsets[:-1].copy(), np.empty(U), ent_event, ent_tap, unit_groups)
     unit_group_offsets = np.zeros(U + 1, dtype=np.int64)
     np.cumsum(unit_groups, out=unit_group_offsets[1:])
     G = int(unit_group_offsets[-1])

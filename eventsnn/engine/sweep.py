@@ -1203,11 +1203,18 @@ def _backward_dense_path(record, gp, spikes, grad, recompute, min_slope, max_dt_
     g = record.groups
     if tms.size:
         neuron_offsets, by_neuron = _by_neuron(nrn, currents_t.shape[0])
+        # the kernel walks the spikes neuron by neuron: hand it their data in that order
+        # (contiguous reads; the same arithmetic in the same order as indexing through by_neuron)
+        in_order = np.arange(tms.size, dtype=np.int64)
+        smp, rows, tms, slope, wstart, grad = (np.ascontiguousarray(np.asarray(a)[by_neuron])
+                                               for a in (smp, rows, tms, slope, wstart, grad))
+        sorted_flags = np.zeros(tms.size, dtype=np.int8)
         _backward_dense(g.group_times, g.group_offsets, record.em, record.es, eg, currents_t,
-                        record.group_run, neuron_offsets, by_neuron, smp, rows, tms, slope,
+                        record.group_run, neuron_offsets, in_order, smp, rows, tms, slope,
                         wstart, grad, gp.code, p.tau_m, p.tau_s, gp.tau_grad, max_dt_du,
                         gp.drop_nonpositive, recompute, min_slope, need_groups, gamma_run,
-                        beta_g, gamma_g, flags)
+                        beta_g, gamma_g, sorted_flags)
+        flags[by_neuron] = sorted_flags
     return flags
 
 
