@@ -20,7 +20,9 @@ an output channel of a convolution (no spike at any position) -- gets
 * zero AdamW moments for those entries (a fresh start, not the stale moments).
 
 Its outgoing weights are left as they are. The draw uses a generator seeded by
-(seed, epoch), so resumed and uninterrupted runs recycle identically.
+(seed, epoch), so resumed and uninterrupted runs recycle identically. The
+convolutions inside residual blocks are not recycled (the trainer reports a
+block's firing as one layer).
 """
 
 from __future__ import annotations
