@@ -47,6 +47,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from eventsnn import distributed as dist
+from eventsnn.augment import Transforms
 from eventsnn.checkpoint import build_network
 from eventsnn.config import TrainConfig
 from eventsnn.datasets import load_dataset
@@ -91,7 +92,7 @@ class Lane:
         self.opt = AdamW([a for _, a in self.net.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = len(y)
         runner.bind(cfg, self.net, (x, y), (x[:1], y[:1]), False)
-        runner.start_epoch(0, np.arange(n), np.zeros((n, 2), dtype=np.int64), np.zeros(n, dtype=bool))
+        runner.start_epoch(0, np.arange(n), Transforms.identity(n))
         self.k = 0
         self.times = []
         self.comm = []  # per round: StepTimes.summary() of a DataParallel runner

@@ -127,7 +127,12 @@ TRAIN_OPTIONS = [
                  help="Drop windows whose Eq. 12 denominator is <= 0."),
     click.option("--augment", type=click.Choice(("auto",) + AUGMENT_KINDS), default="auto", show_default=True,
                  help="Training augmentation (auto: the official one of the dataset: flip for fashion_mnist, "
-                      "crop-flip for cifar, none otherwise; shift: +-2 pixels, shift1: +-1)."),
+                      "crop-flip for cifar, none otherwise; shift: +-2 pixels, shift1: +-1; elastic: "
+                      "Simard et al. 2003 distortions, see --elastic-alpha/--elastic-sigma)."),
+    click.option("--elastic-alpha", type=float, default=_D.elastic_alpha, show_default=True,
+                 help="Scale of the elastic displacement field, pixels (--augment elastic)."),
+    click.option("--elastic-sigma", type=float, default=_D.elastic_sigma, show_default=True,
+                 help="Gaussian smoothing of the elastic field, pixels (--augment elastic)."),
     click.option("--dropout", type=float, default=_D.dropout, show_default=True,
                  help="Dropout probability after every hidden layer (channel dropout after convolutions); "
                       "training only."),

@@ -59,6 +59,8 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     augment: str = "auto"
+    elastic_alpha: float = _augment.ELASTIC_DEFAULT[0]
+    elastic_sigma: float = _augment.ELASTIC_DEFAULT[1]
     dropout: float = 0.0
     revive: bool = False
     grad_pieces: int = 1
@@ -78,7 +80,9 @@ class TrainConfig:
         for name in ("lr", "avg_spike_init"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "grad_clip", "desired", "undesired"):
+        if not float(self.elastic_sigma) > 0:
+            raise ValueError(f"elastic_sigma must be > 0, got {self.elastic_sigma}")
+        for name in ("weight_decay", "grad_clip", "desired", "undesired", "elastic_alpha"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("limit_train", "limit_test"):

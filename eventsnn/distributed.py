@@ -223,11 +223,11 @@ class _Replica:
         self.index = int(index)
         self.x = self.y = self.x_test = self.y_test = None
 
-    def load_epoch(self, epoch: int, images, labels, offsets, flips) -> int:
+    def load_epoch(self, epoch: int, images, labels, transforms) -> int:
         """Keep this epoch's images (augmented here) and labels; returns their number."""
         from .train import augment_images, set_dropout
 
-        self.x = augment_images(images, offsets, flips, self.config)
+        self.x = augment_images(images, transforms, self.config)
         self.y = np.asarray(labels)
         rng = (np.random.default_rng([self.config.seed, epoch, 1, self.index])
                if self.config.dropout > 0 else None)
@@ -352,7 +352,7 @@ class DataParallel:
         self._result([r.load_test(x_test[s:e], y_test[s:e])
                       for r, s, e in zip(self.replicas, bounds[:-1], bounds[1:])], "test-set upload")
 
-    def start_epoch(self, epoch, order, offsets, flips):
+    def start_epoch(self, epoch, order, transforms):
         n, bs, n_w = len(order), self.config.batch_size, len(self.replicas)
         # positions of worker w: piece w of every batch, in batch order
         pieces = [piece_bounds(a, min(a + bs, n), n_w) for a in range(0, n, bs)]
@@ -372,7 +372,7 @@ class DataParallel:
             idx = order[pos]
             images = self.x[idx]
             self.times.epoch_bytes += images.nbytes
-            calls.append(r.load_epoch(epoch, images, self.y[idx], offsets[pos], flips[pos]))
+            calls.append(r.load_epoch(epoch, images, self.y[idx], transforms[pos]))
         self._result(calls, "epoch upload")
 
     def step(self, net, opt, a, b):

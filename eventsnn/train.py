@@ -395,11 +395,10 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     return {"history": history, "network": net, "config": config}
 
 
-def augment_images(images, offsets, flips, config: TrainConfig):
-    """A batch's images after the epoch's augmentation (``offsets``/``flips`` of their positions)."""
-    if config.augment == "none":
-        return images
-    return augment.apply(images, offsets, flips, augment.padding_of(config.augment))
+def augment_images(images, transforms: augment.Transforms, config: TrainConfig):
+    """A batch's images after the epoch's augmentation (``transforms``: the rows of their positions)."""
+    return augment.apply_epoch(images, transforms, config.augment, alpha=config.elastic_alpha,
+                               sigma=config.elastic_sigma)
 
 
 class LocalSteps:
@@ -409,8 +408,8 @@ class LocalSteps:
 
     * ``bind(config, net, train_data, test_data, progress)`` — once, after the
       network is built or loaded;
-    * ``start_epoch(epoch, order, offsets, flips)`` — the epoch's sample order
-      and its augmentation (one row per position);
+    * ``start_epoch(epoch, order, transforms)`` — the epoch's sample order
+      and its augmentation (:class:`eventsnn.augment.Transforms`, one row per position);
     * ``step(net, opt, a, b) -> BatchStats`` — one optimisation step on the
       samples at positions ``a:b`` of the order;
     * ``evaluate(net) -> dict`` — the test metrics of :func:`evaluate`.
@@ -423,12 +422,12 @@ class LocalSteps:
         self.x, self.y = train_data
         self.test = test_data
 
-    def start_epoch(self, epoch, order, offsets, flips):
-        self.order, self.offsets, self.flips = order, offsets, flips
+    def start_epoch(self, epoch, order, transforms):
+        self.order, self.transforms = order, transforms
 
     def step(self, net, opt, a, b) -> BatchStats:
         idx = self.order[a:b]
-        images = augment_images(self.x[idx], self.offsets[a:b], self.flips[a:b], self.config)
+        images = augment_images(self.x[idx], self.transforms[a:b], self.config)
         return train_step(net, opt, images, self.y[idx], self.config)
 
     def evaluate(self, net) -> dict:
@@ -443,8 +442,7 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(n)
-        aug_offsets, aug_flips = augment.draw(config.augment, rng, n)
-        runner.start_epoch(epoch, order, aug_offsets, aug_flips)
+        runner.start_epoch(epoch, order, augment.draw_epoch(config.augment, rng, n))
         set_dropout(net, np.random.default_rng([config.seed, epoch, 1]) if config.dropout > 0 else None)
         opt.lr = cosine_lr(config.lr, epoch, config.epochs)
         t0 = time.perf_counter()

@@ -146,7 +146,8 @@ def test_malformed_arch(fake_mnist, tmp_path, arch, token):
 
 
 @pytest.mark.parametrize("option,value", [("--epochs", "0"), ("--epochs", "x"), ("--tau-s", "5"),
-                                          ("--grad-kernel", "gauss")])
+                                          ("--grad-kernel", "gauss"), ("--elastic-sigma", "0"),
+                                          ("--elastic-alpha", "-1"), ("--augment", "rotate")])
 def test_bad_option_values(fake_mnist, tmp_path, option, value):
     args = train_args(fake_mnist, tmp_path / "o")
     i = args.index(option) if option in args else len(args)
