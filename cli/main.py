@@ -332,6 +332,48 @@ def plot_curves(runs, out, labels, title):
     click.echo(f"wrote {plot_training_curves(data, out, title=title)}")
 
 
+@plot.command("augment")
+@click.argument("dataset")
+@click.option("--augment", "kind", type=click.Choice(AUGMENT_KINDS), required=True,
+              help="The augmentation to show (as --augment of train).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output PNG.")
+@click.option("--images", "n_images", type=click.IntRange(1, 32), default=8, show_default=True,
+              help="Training images to show (the first N).")
+@click.option("--draws", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="Augmented versions of each (one row per draw).")
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
+@click.option("--elastic-alpha", type=float, default=_D.elastic_alpha, show_default=True)
+@click.option("--elastic-sigma", type=float, default=_D.elastic_sigma, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset cache (default $EVENTSNN_DATA or ./data).")
+def plot_augment(dataset, kind, out, n_images, draws, seed, elastic_alpha, elastic_sigma, data_dir):
+    """The first training images of DATASET next to augmented versions of them.
+
+    Row k is drawn the way training draws epoch k of a run with --seed on a
+    training set of just these images (same functions, same parameters).
+    """
+    import numpy as np
+
+    from eventsnn import augment
+    from eventsnn.plot import plot_augmentation
+
+    if dataset in DATASETS_WITH_EVENTS:
+        raise click.UsageError(f"{dataset} holds events, not images: augmentation applies to images only")
+    cfg = TrainConfig(dataset=dataset, augment=kind, seed=seed, elastic_alpha=elastic_alpha,
+                      elastic_sigma=elastic_sigma)
+    x, y = _load_split(dataset, "train", data_dir, n_images)
+    versions = []
+    for epoch in range(draws):
+        rng = np.random.default_rng([seed, epoch])
+        rng.permutation(len(x))  # the epoch's order is drawn first, as in training
+        tr = augment.draw_epoch(kind, rng, len(x))
+        versions.append(augment.apply_epoch(x, tr, kind, alpha=cfg.elastic_alpha, sigma=cfg.elastic_sigma))
+    title = f"{dataset}: --augment {kind}" + (f" (alpha {elastic_alpha:g}, sigma {elastic_sigma:g} px)"
+                                               if kind in augment.ELASTIC_KINDS else "")
+    click.echo(f"wrote {plot_augmentation(x, np.stack(versions), out, title=title, labels=y)}")
+
+
 from eventsnn.cli.inspect_commands import register
 
 register(main)

@@ -17,6 +17,8 @@
   the number of clock steps and of spikes (``eventsnn bench --plot``).
 * :func:`plot_dt_convergence` — the discrete clock against exact time at
   decreasing dt (``eventsnn dt-convergence --plot``).
+* :func:`plot_augmentation` — images next to their augmented versions
+  (``eventsnn plot augment``).
 
 Time is in model units (one unit = one step of the official code); potentials
 in threshold units.
@@ -665,3 +667,51 @@ def plot_dt_convergence(report, path, *, title: str | None = None) -> Path:
                  f"window (0, {d['t_end']:g}])", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_augmentation(images, augmented, path, *, title: str = "Augmentation", labels=None) -> Path:
+    """Each image above the versions a training run would see.
+
+    Parameters
+    ----------
+    images : ndarray (n, H, W) or (n, C, H, W)
+        The images as stored (pixel values in [0, 1]).
+    augmented : ndarray (k, n, H, W) or (k, n, C, H, W)
+        ``k`` augmented versions of each image (e.g. ``k`` epochs' draws).
+    path : str or os.PathLike
+        Output PNG.
+    title : str
+    labels : sequence of int, optional
+        Class of each image, shown above its column.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import numpy as np
+
+    images, augmented = np.asarray(images), np.asarray(augmented)
+    if images.ndim not in (3, 4) or augmented.shape[1:] != images.shape:
+        raise ValueError(f"augmented versions of shape (k, {images.shape}) expected, got {augmented.shape}")
+
+    def show(ax, img):
+        img = np.moveaxis(img, 0, -1) if img.ndim == 3 else img  # (C, H, W) -> (H, W, C)
+        ax.imshow(np.clip(img, 0, 1) if img.ndim == 3 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    plt = _pyplot()
+    k, n = augmented.shape[:2]
+    fig, axes = plt.subplots(k + 1, n, figsize=(1.2 * n, 1.25 * (k + 1)), squeeze=False)
+    for j in range(n):
+        show(axes[0, j], images[j])
+        if labels is not None:
+            axes[0, j].set_title(str(labels[j]), fontsize=8)
+        for i in range(k):
+            show(axes[i + 1, j], augmented[i, j])
+    axes[0, 0].set_ylabel("stored", fontsize=8)
+    for i in range(k):
+        axes[i + 1, 0].set_ylabel(f"draw {i + 1}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)

@@ -240,3 +240,13 @@ def test_training_sees_the_elastic_images(tmp_path, monkeypatch):
             np.testing.assert_allclose(seen[k], np.array(want), rtol=0, atol=1e-12)
             k += 1
     assert k == len(seen)
+
+
+def test_plot_augmentation_checks_shapes(tmp_path):
+    from eventsnn.plot import plot_augmentation
+
+    x = np.random.default_rng(0).random((3, 8, 8))
+    path = plot_augmentation(x, np.stack([x, x[::-1]]), tmp_path / "a.png", labels=[1, 2, 3])
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="augmented versions of shape"):
+        plot_augmentation(x, x, tmp_path / "b.png")

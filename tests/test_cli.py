@@ -218,3 +218,15 @@ def test_output_layer_has_one_neuron_per_dataset_class(fake_mnist, tmp_path):
     ck = load_checkpoint(out)
     assert ck.network.n_classes == 10
     assert ck.network.layers[-1].n_out == 10
+
+
+def test_plot_augment(fake_mnist, tmp_path):
+    out = tmp_path / "aug.png"
+    result = invoke("plot", "augment", "mnist", "--augment", "elastic", "--images", "4", "--draws", "2",
+                    "--data-dir", fake_mnist["dir"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_user_error(invoke("plot", "augment", "nmnist", "--augment", "shift", "--out", tmp_path / "x.png"),
+                      "holds events")
+    assert_user_error(invoke("plot", "augment", "mnist", "--augment", "elastic", "--elastic-sigma", "-1",
+                             "--data-dir", fake_mnist["dir"], "--out", tmp_path / "y.png"), "elastic_sigma")
