@@ -144,6 +144,9 @@ TRAIN_OPTIONS = [
                       "--workers N, --grad-pieces N gives the same bits as one process."),
     click.option("--limit-train", type=int, default=None, help="Use the first N training images."),
     click.option("--limit-test", type=int, default=None, help="Use the first N test images."),
+    click.option("--validation", type=int, default=_D.validation, show_default=True,
+                 help="Hold out the last N training images; each epoch reports their accuracy and the best "
+                      "epoch is kept as OUT/best.h5 (mnist: 10000 = the standard 50k/10k split)."),
 ]
 
 
@@ -240,8 +243,10 @@ def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **o
     x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test, config.t_end)
     checksum = dataset_checksum(config.dataset, data_dir)
     n_classes = dataset_info(config.dataset).n_classes
+    n_val = config.validation
     click.echo(f"eventsnn {__version__}: training {config.arch} on {config.dataset} "
-               f"({len(y_train)} train / {len(y_test)} test images) -> {out_dir}")
+               f"({len(y_train) - n_val} train" + (f" + {n_val} validation" if n_val else "")
+               + f" / {len(y_test)} test images) -> {out_dir}")
     try:
         with cluster.client() as client:
             result = run_training(config, out_dir, train_data=(x_train, y_train), test_data=(x_test, y_test),

@@ -58,6 +58,7 @@ class TrainConfig:
     drop_nonpositive: bool = True
     limit_train: int | None = None
     limit_test: int | None = None
+    validation: int = 0
     augment: str = "auto"
     elastic_alpha: float = _augment.ELASTIC_DEFAULT[0]
     elastic_sigma: float = _augment.ELASTIC_DEFAULT[1]
@@ -85,6 +86,8 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "desired", "undesired", "elastic_alpha"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if int(self.validation) < 0:
+            raise ValueError(f"validation must be >= 0, got {self.validation}")
         for name in ("limit_train", "limit_test"):
             v = getattr(self, name)
             if v is not None and int(v) < 1:
@@ -130,6 +133,7 @@ class TrainConfig:
         data.setdefault("revive", False)  # ... and before silent-neuron recycling
         data.setdefault("grad_pieces", 1)
         data.setdefault("time", "continuous")  # ... and before the discrete-time mode
+        data.setdefault("validation", 0)  # ... and before validation hold-out
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -45,7 +45,8 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
     ----------
     runs : dict of str -> list of dict
         Label -> metrics history (entries with ``epoch``, ``train_loss``,
-        ``train_accuracy``, ``test_accuracy``), e.g. ``metrics.json["history"]``.
+        ``train_accuracy``, ``test_accuracy``, optionally ``validation_accuracy``),
+        e.g. ``metrics.json["history"]``.
     path : str or os.PathLike
         Output PNG.
     title : str
@@ -66,6 +67,9 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
                           label=f"{label}: test")
         ax_a.plot(ep, [100 * h["train_accuracy"] for h in hist], ls="--", color=line.get_color(),
                   label=f"{label}: train")
+        val = [(h["epoch"], 100 * h["validation_accuracy"]) for h in hist if "validation_accuracy" in h]
+        if val:
+            ax_a.plot(*zip(*val), ls=":", color=line.get_color(), label=f"{label}: validation")
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("count loss per sample")
     ax_l.set_title("training loss")

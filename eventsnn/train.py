@@ -354,7 +354,7 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     """
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.h5"
-    x_train, y_train = train_data
+    (x_train, y_train), validation = split_validation(train_data, config.validation)
     x_test, y_test = test_data
     input_shape = tuple(np.shape(x_train)[1:])
     if isinstance(x_train, EventSamples) and config.augment != "none":
@@ -391,8 +391,49 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
         runner = runner if runner is not None else LocalSteps()
         runner.bind(config, net, (x_train, y_train), (x_test, y_test), progress)
         _epochs(config, net, opt, start, history, runner, len(y_train), out_dir, ckpt_path,
-                dataset_checksum, progress, log)
-    return {"history": history, "network": net, "config": config}
+                dataset_checksum, progress, log, validation)
+    best = best_epoch(history)
+    if best is not None:
+        log(f"best validation accuracy {best['validation_accuracy']:.4f} at epoch {best['epoch']} "
+            f"(test accuracy {best['test_accuracy']:.4f}): {out_dir / BEST_NAME}")
+    return {"history": history, "network": net, "config": config, "best": best}
+
+
+#: File name of the checkpoint of the best validation epoch (``TrainConfig.validation`` > 0).
+BEST_NAME = "best.h5"
+
+
+def split_validation(train_data, n_validation: int):
+    """Hold out the last ``n_validation`` training samples.
+
+    Parameters
+    ----------
+    train_data : (images, labels)
+    n_validation : int
+        0: no hold-out. For MNIST, 10000 holds out the standard validation
+        images (the last 10 000 of the training file: the ``valid`` split of
+        the pickled 50k / 10k / 10k MNIST).
+
+    Returns
+    -------
+    (images, labels), (images, labels) or None
+        The training samples left, and the held-out ones (None for 0).
+    """
+    x, y = train_data
+    v = int(n_validation)
+    if v == 0:
+        return (x, y), None
+    if not 0 < v < len(y):
+        raise ValueError(f"validation must hold out fewer than the {len(y)} training samples, got {v}")
+    return (x[:-v], y[:-v]), (x[-v:], y[-v:])
+
+
+def best_epoch(history: list) -> dict | None:
+    """The history entry of the highest validation accuracy (the earliest of ties); None without one."""
+    scored = [h for h in history if h.get("validation_accuracy") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda h: (h["validation_accuracy"], -h["epoch"]))
 
 
 def augment_images(images, transforms: augment.Transforms, config: TrainConfig):
@@ -435,7 +476,7 @@ class LocalSteps:
 
 
 def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dataset_checksum,
-            progress, log):
+            progress, log, validation=None):
     """The epoch loop of :func:`train` (appends to ``history``, checkpoints every epoch)."""
     from tqdm.auto import tqdm
 
@@ -467,9 +508,9 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
         train_time = time.perf_counter() - t0
         set_dropout(net, None)
         test = runner.evaluate(net)
+        val = (evaluate(net, validation[0], validation[1], config, progress=progress)
+               if validation is not None else None)
         sizes = [layer.n_out for layer in net.layers]
-        revived = (revive_silent(net, opt, fired, np.random.default_rng([config.seed, epoch, 2]))
-                   if config.revive else None)
         entry = {
             "epoch": epoch + 1,
             "lr": opt.lr,
@@ -483,20 +524,29 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
             "windows_dropped": tot["dropped"] / max(tot["windows"], 1),
             "windows_clamped": tot["clamped"] / max(tot["windows"], 1),
         }
+        if val is not None:
+            entry["validation_accuracy"] = val["accuracy"]
+        history.append(entry)
+        state = dict(config=config, network=net, epoch=epoch + 1, history=history,
+                     dataset_checksum=dataset_checksum, rng_state=rng.bit_generator.state)
+        if val is not None and best_epoch(history) is entry:
+            # the network that was validated (before --revive touches it), written before
+            # checkpoint.h5: a run stopped between the two repeats this epoch and writes it again
+            save_checkpoint(out_dir / BEST_NAME, optim_state=opt.state(), **state)
+        revived = (revive_silent(net, opt, fired, np.random.default_rng([config.seed, epoch, 2]))
+                   if config.revive else None)
         if revived is not None:
             entry["revived"] = revived
-        history.append(entry)
         for l, f in enumerate(fired):
             if not f.any():
                 warnings.warn(f"layer {l} emitted no spike in epoch {epoch + 1}: gradient is blocked there",
                               SilentLayerWarning, stacklevel=2)
-        save_checkpoint(ckpt_path, config=config, network=net, epoch=epoch + 1, history=history,
-                        optim_state=opt.state(), dataset_checksum=dataset_checksum,
-                        rng_state=rng.bit_generator.state)
+        save_checkpoint(ckpt_path, optim_state=opt.state(), **state)
         _write_json_atomic(out_dir / "metrics.json", {"config": json.loads(config.to_json()),
                                                       "history": history})
         log(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.4f}  "
             f"train acc {entry['train_accuracy']:.4f}  test acc {entry['test_accuracy']:.4f}  "
+            + (f"val acc {val['accuracy']:.4f}  " if val is not None else "") +
             f"spikes/neuron {' '.join(f'{r:.2f}' for r in entry['spikes_per_neuron'])}  "
             f"silent {entry['silent_neurons']}  dropped {entry['windows_dropped']:.3%}  "
             f"clamped {entry['windows_clamped']:.3%}  {train_time:.1f} s"

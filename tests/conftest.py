@@ -285,3 +285,19 @@ def _fake_mnist_cache(arrays, data_dir):
 def fake_mnist_cache():
     """The context manager :func:`_fake_mnist_cache` (for module-scoped fixtures)."""
     return _fake_mnist_cache
+
+
+@pytest.fixture
+def seen_batches(monkeypatch):
+    """A list that receives a copy of the images of every ``eventsnn.train.train_step`` call, in order."""
+    import eventsnn.train as train_mod
+
+    seen = []
+    real_step = train_mod.train_step
+
+    def spy(net, opt, images, labels, config):
+        seen.append(np.array(images))
+        return real_step(net, opt, images, labels, config)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    return seen

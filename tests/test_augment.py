@@ -68,29 +68,21 @@ def test_config_resolves_the_official_default():
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
-def batches_seen(tmp_path, monkeypatch, cfg, x, y):
+def batches_seen(tmp_path, seen_batches, cfg, x, y):
     """The images of every training step of ``train(cfg)`` on (x, y), in order."""
     import eventsnn.train as train_mod
 
-    seen = []
-    real_step = train_mod.train_step
-
-    def spy(net, opt, images, labels, config):
-        seen.append(np.array(images))
-        return real_step(net, opt, images, labels, config)
-
-    monkeypatch.setattr(train_mod, "train_step", spy)
     train_mod.train(cfg, tmp_path, train_data=(x, y), test_data=(x[:5], y[:5]), dataset_checksum="t",
                     n_classes=3, progress=False, log=lambda *_: None)
-    return seen
+    return seen_batches
 
 
-def test_training_sees_the_drawn_transforms(tmp_path, monkeypatch):
+def test_training_sees_the_drawn_transforms(tmp_path, seen_batches):
     """The images of every batch are the shifted samples of the epoch's order (independent rebuild)."""
     rng = np.random.default_rng(0)
     x, y = rng.random((30, 6, 6)), rng.integers(0, 3, 30)
     cfg = TrainConfig(dataset="toy", arch="36-12", epochs=2, batch_size=8, augment="shift")
-    seen = batches_seen(tmp_path, monkeypatch, cfg, x, y)
+    seen = batches_seen(tmp_path, seen_batches, cfg, x, y)
     k = 0
     for epoch in range(2):
         erng = np.random.default_rng([cfg.seed, epoch])
@@ -219,13 +211,13 @@ def test_config_without_elastic_fields_loads_with_the_defaults():
     assert TrainConfig.from_json(json.dumps(data)) == cfg
 
 
-def test_training_sees_the_elastic_images(tmp_path, monkeypatch):
+def test_training_sees_the_elastic_images(tmp_path, seen_batches):
     """Every batch holds the epoch's samples, each distorted by its own position's field."""
     rng = np.random.default_rng(0)
     x, y = rng.random((20, 6, 6)), rng.integers(0, 3, 20)
     cfg = TrainConfig(dataset="toy", arch="36-12", epochs=2, batch_size=8, augment="elastic",
                       elastic_alpha=3.0, elastic_sigma=1.0)
-    seen = batches_seen(tmp_path, monkeypatch, cfg, x, y)
+    seen = batches_seen(tmp_path, seen_batches, cfg, x, y)
     k = 0
     for epoch in range(2):
         erng = np.random.default_rng([cfg.seed, epoch])

@@ -230,3 +230,17 @@ def test_plot_augment(fake_mnist, tmp_path):
                       "holds events")
     assert_user_error(invoke("plot", "augment", "mnist", "--augment", "elastic", "--elastic-sigma", "-1",
                              "--data-dir", fake_mnist["dir"], "--out", tmp_path / "y.png"), "elastic_sigma")
+
+
+def test_train_with_validation_writes_best(fake_mnist, tmp_path):
+    out = tmp_path / "v"
+    result = invoke(*train_args(fake_mnist, out, "--validation", "10"))
+    assert result.exit_code == 0, result.output
+    assert "(30 train + 10 validation / 20 test images)" in result.output
+    assert "val acc" in result.output and "best validation accuracy" in result.output
+    ev = invoke("evaluate", out / "best.h5", "--data-dir", fake_mnist["dir"], "--limit-test", "20", "--json")
+    assert ev.exit_code == 0, ev.output
+    hist = json.loads((out / "metrics.json").read_text())["history"]
+    assert json.loads(ev.output.strip().splitlines()[-1])["accuracy"] == hist[0]["test_accuracy"]
+    assert_user_error(invoke(*train_args(fake_mnist, tmp_path / "w", "--validation", "40")),
+                      "fewer than the 40 training samples")

@@ -350,3 +350,103 @@ def test_other_configurations_train(tmp_path, data, options):
     assert ck.config == config(epochs=1, **options)
     names = [n for n, _ in ck.network.parameters()]
     assert len(names) == (2 if options.get("weight_norm") is False else 6)
+
+
+# validation hold-out and best.h5
+
+def test_split_validation_holds_out_the_last_samples(data):
+    from eventsnn.train import split_validation
+
+    (x, y), _ = data
+    (xa, ya), (xv, yv) = split_validation((x, y), 15)
+    np.testing.assert_array_equal(xa, x[:25])
+    np.testing.assert_array_equal(xv, x[25:])
+    np.testing.assert_array_equal(np.concatenate([ya, yv]), y)
+    assert split_validation((x, y), 0) == ((x, y), None)
+    for bad in (40, 41):
+        with pytest.raises(ValueError, match="fewer than the 40 training samples"):
+            split_validation((x, y), bad)
+    with pytest.raises(ValueError, match="validation must be >= 0"):
+        config(validation=-1)
+
+
+def test_best_epoch_prefers_the_earliest_of_ties():
+    from eventsnn.train import best_epoch
+
+    hist = [{"epoch": 1, "validation_accuracy": 0.5}, {"epoch": 2, "validation_accuracy": 0.7},
+            {"epoch": 3, "validation_accuracy": 0.7}, {"epoch": 4, "validation_accuracy": 0.6}]
+    assert best_epoch(hist)["epoch"] == 2
+    assert best_epoch([{"epoch": 1, "test_accuracy": 0.9}]) is None
+
+
+def separable(seed, n):
+    """3 classes of 6x6 images that differ in which two rows are brighter (learnable in a few epochs)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.uniform(0.0, 0.6, (n, 6, 6))
+    for i in range(n):
+        x[i, 2 * y[i]:2 * y[i] + 2] += rng.uniform(0.0, 0.5)
+    return np.clip(x, 0.0, 1.0), y
+
+
+@pytest.fixture(scope="module")
+def learnable():
+    return separable(1, 60), separable(2, 20)
+
+
+def validation_config(**kw):
+    return config(epochs=5, validation=20, lr=2e-3, **kw)
+
+
+def test_validation_run_keeps_the_best_epoch(tmp_path, learnable, seen_batches):
+    """Held-out images are never trained on; best.h5 holds the network of the best validation epoch,
+    whose accuracies an independent evaluation reproduces (on this data it is not the last epoch)."""
+    from eventsnn.train import evaluate
+
+    (x, y), test = learnable
+    seen = seen_batches
+    cfg = validation_config()
+    res, lines = run(cfg, tmp_path, learnable)
+    trained = np.concatenate(seen).reshape(-1, 36)
+    assert len(trained) == 5 * 40
+    held = x[-20:].reshape(20, -1)
+    assert not any((trained == h).all(axis=1).any() for h in held)  # never a held-out image
+    hist = res["history"]
+    accs = [h["validation_accuracy"] for h in hist]
+    want = hist[int(np.argmax(accs))]  # argmax: the first of ties
+    assert want["epoch"] < len(hist) and want["test_accuracy"] != hist[-1]["test_accuracy"]
+    assert res["best"]["epoch"] == want["epoch"]
+    best = load_checkpoint(tmp_path / "best.h5")
+    assert best.epoch == want["epoch"]
+    assert evaluate(best.network, x[-20:], y[-20:], cfg)["accuracy"] == want["validation_accuracy"]
+    assert evaluate(best.network, *test, cfg)["accuracy"] == want["test_accuracy"]
+    assert any(line.startswith("best validation accuracy") for line in lines)
+    assert "val acc" in next(line for line in lines if line.startswith("epoch 1/"))
+
+
+def test_validation_run_resumes_exactly(tmp_path, learnable, monkeypatch):
+    """Stopped in epoch 2 of 5, then resumed: the same history and the same best.h5."""
+    import eventsnn.train as train_mod
+
+    ref, _ = run(validation_config(), tmp_path / "a", learnable)
+    real_step, calls = train_mod.train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # 4 batches of 40 images per epoch: epoch 2, second batch
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    out = tmp_path / "b"
+    monkeypatch.setattr(train_mod, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(validation_config(), out, learnable)
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    assert load_checkpoint(out / "best.h5").epoch == 1
+    resumed, _ = run(validation_config(), out, learnable, resume=True)
+    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in ref["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in resumed["history"]]
+    a, b = load_checkpoint(tmp_path / "a" / "best.h5"), load_checkpoint(out / "best.h5")
+    assert a.epoch == b.epoch == ref["best"]["epoch"] > 1
+    for (ka, va), (kb, vb) in zip(a.network.parameters(), b.network.parameters()):
+        assert ka == kb and va.tobytes() == vb.tobytes()
