@@ -59,7 +59,7 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
     if not runs or not any(runs.values()):
         raise ValueError("no training history to plot")
     plt = _pyplot()
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_l, ax_a, ax_z) = plt.subplots(1, 3, figsize=(16, 4.2))
     for label, hist in runs.items():
         ep = [h["epoch"] for h in hist]
         ax_l.plot(ep, [h["train_loss"] for h in hist], marker="o", ms=3, label=label)
@@ -70,6 +70,9 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
         val = [(h["epoch"], 100 * h["validation_accuracy"]) for h in hist if "validation_accuracy" in h]
         if val:
             ax_a.plot(*zip(*val), ls=":", color=line.get_color(), label=f"{label}: validation")
+        late = [h for h in hist if h["epoch"] > ep[-1] / 2] or hist  # the second half of the run
+        ax_z.plot([h["epoch"] for h in late], [100 * h["test_accuracy"] for h in late], marker="o", ms=3,
+                  color=line.get_color(), label=label)
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("count loss per sample")
     ax_l.set_title("training loss")
@@ -77,7 +80,10 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
     ax_a.set_xlabel("epoch")
     ax_a.set_ylabel("accuracy (%)")
     ax_a.set_title("accuracy")
-    for ax in (ax_l, ax_a):
+    ax_z.set_xlabel("epoch")
+    ax_z.set_ylabel("test accuracy (%)")
+    ax_z.set_title("test accuracy, second half of each run")
+    for ax in (ax_l, ax_a, ax_z):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
