@@ -189,13 +189,17 @@ def _load_split(name: str, split: str, data_dir, limit, t_max: float | None = No
               help="Output directory (default runs/DATASET-ARCH).")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this directory exactly where it stopped.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Start a new run from the weights of this checkpoint (file or run directory): "
+                   "fine-tuning with this command's options, fresh optimiser and schedule. The source "
+                   "and its sha256 are stored in the new run's configuration.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset cache (default $EVENTSNN_DATA or ./data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Engine: cuda (GPU, needs eventsnn[gpu]), cpu, or auto (the GPU when one is usable).")
 @cluster_options
-def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **opts):
+def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, workers, **opts):
     """Train a spiking network on DATASET (e.g. mnist) with exact event-driven backpropagation.
 
     Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
@@ -213,6 +217,8 @@ def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **o
     if resume is not None:
         if out is not None and Path(out) != Path(resume):
             raise click.UsageError("use either --out or --resume DIR (the run continues in DIR)")
+        if init_from is not None:
+            raise click.UsageError("--init-from starts a new run; a resumed run keeps its weights")
         ck = load_checkpoint(Path(resume) / "checkpoint.h5")
         config = ck.config
         if dataset != config.dataset:
@@ -236,8 +242,25 @@ def train(dataset, out, resume, data_dir, quiet, device, scheduler, workers, **o
             config = TrainConfig(**{**json.loads(config.to_json()), **changes})
         out_dir = Path(resume)
     else:
+        if init_from is not None:
+            from eventsnn.checkpoint import checkpoint_path, checkpoint_sha256
+
+            src = load_checkpoint(init_from)
+            if src.config.dataset != dataset:
+                raise click.UsageError(f"--init-from {init_from} holds a {src.config.dataset} run, not {dataset}")
+            opts = {**opts, "init_from": str(checkpoint_path(init_from)),
+                    "init_from_sha256": checkpoint_sha256(init_from)}
         config = _config_from_options(dataset, opts)
+        if init_from is not None:  # a source that does not fit is refused before any data is read
+            from eventsnn.checkpoint import build_network, init_from_checkpoint
+
+            info = dataset_info(dataset)
+            init_from_checkpoint(build_network(config, info.n_classes, info.input_shape), init_from,
+                                 config.init_from_sha256)
         out_dir = Path(out) if out is not None else Path("runs") / f"{dataset}-{config.arch}"
+        if (out_dir / "checkpoint.h5").exists():
+            raise click.UsageError(f"{out_dir} already holds a run (continue it with --resume {out_dir}, "
+                                   "or choose another --out)")
     _check_writable(out_dir)
     x_train, y_train = _load_split(config.dataset, "train", data_dir, config.limit_train, config.t_end)
     x_test, y_test = _load_split(config.dataset, "test", data_dir, config.limit_test, config.t_end)

@@ -11,6 +11,11 @@ Layout of ``checkpoint.h5`` (format ``eventsnn.checkpoint/1``):
 
 Loading checks the format and that the stored arrays fit the architecture of
 the stored configuration; anything else raises :class:`CheckpointError`.
+
+:func:`init_from_checkpoint` starts a *new* run from a checkpoint's weights
+(fine-tuning under another configuration: augmentation, learning rate,
+schedule, dropout); the source is named in the new run's configuration
+together with its sha256, so the run records exactly what it started from.
 """
 
 from __future__ import annotations
@@ -83,6 +88,80 @@ def save_checkpoint(path, *, config: TrainConfig, network: Network, epoch: int, 
                     sub.create_dataset(str(i), data=arr)
 
 
+def checkpoint_path(path) -> Path:
+    """The checkpoint file meant by ``path`` (a file, or a run directory holding ``checkpoint.h5``).
+
+    Raises
+    ------
+    CheckpointError
+        If there is no such file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.h5"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    return path
+
+
+def checkpoint_sha256(path) -> str:
+    """sha256 (hex) of the checkpoint file meant by ``path`` (see :func:`checkpoint_path`)."""
+    from .datasets.store import sha256_file
+
+    return sha256_file(checkpoint_path(path))
+
+
+def init_from_checkpoint(net: Network, path, sha256: str | None = None) -> Checkpoint:
+    """Copy the learnable arrays of a checkpoint into ``net`` (the start of a fine-tuning run).
+
+    The weighted layers of the two networks are matched in order, so layers
+    without parameters (pooling, dropout) may differ: a network with dropout
+    takes the weights of the same network trained without. Everything else
+    about ``net`` (neuron constants, pooling rule, time mode) stays as built.
+
+    Parameters
+    ----------
+    net : Network
+        Receives the weights, in place.
+    path : path
+        Checkpoint file or run directory.
+    sha256 : str, optional
+        Expected sha256 of the file (a run records it in ``TrainConfig.init_from_sha256``);
+        a file that changed since is refused.
+
+    Returns
+    -------
+    Checkpoint
+        The source checkpoint (its configuration, epoch and history).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, corrupt, not the expected one, or its weighted
+        layers do not fit those of ``net`` (count, names or shapes).
+    """
+    path = checkpoint_path(path)
+    if sha256 is not None and checkpoint_sha256(path) != sha256:
+        raise CheckpointError(f"{path}: not the checkpoint this run started from (sha256 differs from "
+                              f"{sha256[:12]}...)")
+    src = load_checkpoint(path)
+    mine = [layer.parameters() for layer in net.layers if layer.parameters()]
+    theirs = [layer.parameters() for layer in src.network.layers if layer.parameters()]
+    if len(mine) != len(theirs):
+        raise CheckpointError(f"{path}: '{src.config.arch}' has {len(theirs)} weighted layers, "
+                              f"'{net.arch}' has {len(mine)}")
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if list(a) != list(b) or any(a[k].shape != b[k].shape for k in a):
+            raise CheckpointError(
+                f"{path}: weighted layer {i} does not fit: "
+                + ", ".join(f"{k} {v.shape}" for k, v in b.items()) + " in the checkpoint, "
+                + ", ".join(f"{k} {v.shape}" for k, v in a.items()) + f" in '{net.arch}'")
+    for a, b in zip(mine, theirs):
+        for k in a:
+            a[k][...] = b[k]
+    return src
+
+
 def load_checkpoint(path) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
@@ -92,11 +171,7 @@ def load_checkpoint(path) -> Checkpoint:
         If the file is missing, unreadable, of another format, or its arrays do
         not match the architecture in its configuration.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.h5"
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    path = checkpoint_path(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

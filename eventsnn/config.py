@@ -66,6 +66,8 @@ class TrainConfig:
     revive: bool = False
     grad_pieces: int = 1
     time: str = "continuous"
+    init_from: str | None = None
+    init_from_sha256: str | None = None
 
     def __post_init__(self):
         if self.augment == "auto":  # resolved here, so that checkpoints store the concrete kind
@@ -104,6 +106,9 @@ class TrainConfig:
             raise ValueError(f"supervision must be one of {SUPERVISION}, got {self.supervision!r}")
         if self.time not in TIME_MODES:
             raise ValueError(f"time must be one of {TIME_MODES}, got {self.time!r}")
+        if (self.init_from is None) != (self.init_from_sha256 is None):
+            raise ValueError("init_from and init_from_sha256 go together (the source checkpoint and its "
+                             "sha256; see eventsnn.checkpoint.init_from_checkpoint)")
         if self.time == "discrete":  # the official clock: T steps of dt = 1 over (0, T]
             clock = Clock(self.steps, self.t_end)
             for name in ("tau_m", "tau_s") + (("tau_grad",) if self.grad_kernel == "exp" else ()):
@@ -134,6 +139,8 @@ class TrainConfig:
         data.setdefault("grad_pieces", 1)
         data.setdefault("time", "continuous")  # ... and before the discrete-time mode
         data.setdefault("validation", 0)  # ... and before validation hold-out
+        data.setdefault("init_from", None)  # ... and before fine-tuning from a checkpoint
+        data.setdefault("init_from_sha256", None)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -8,7 +8,9 @@ One training step (Section 3.4):
 4. reverse-time backward (Eqs. 12-14) through every layer;
 5. global gradient-norm clip, AdamW step (cosine schedule per epoch).
 
-Before the first epoch the gain of each layer is set, layer by layer on the
+A run started from another run's checkpoint (``TrainConfig.init_from``,
+fine-tuning) takes its weights instead and begins with a fresh AdamW state
+and its own cosine schedule. Otherwise, before the first epoch the gain of each layer is set, layer by layer on the
 first 50 training samples, by a geometric binary search in [0.05, 500]
 (stopping when high/low < 1.01) so that the mean spike count per neuron in the
 last third of the window is ``avg_spike_init / 3``.
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment, encode
-from .checkpoint import build_network, load_checkpoint, save_checkpoint
+from .checkpoint import build_network, init_from_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
 from .datasets.cifar import STD as CIFAR_STD
@@ -380,8 +382,14 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     else:
         net = build_network(config, n_classes, input_shape)
         set_device(net, device)
-        gains = init_gains(net, encode_images(x_train[:INIT_SAMPLES], config), config.avg_spike_init)
-        log("initial gains: " + ", ".join(f"{g:.3g}" for g in gains))
+        if config.init_from is not None:  # fine-tuning: the source's weights, fresh optimiser and schedule
+            src = init_from_checkpoint(net, config.init_from, config.init_from_sha256)
+            last = src.history[-1].get("test_accuracy") if src.history else None
+            log(f"weights from {config.init_from} ('{src.config.arch}' after epoch {src.epoch}"
+                + (f", test acc {last:.4f}" if last is not None else "") + ")")
+        else:
+            gains = init_gains(net, encode_images(x_train[:INIT_SAMPLES], config), config.avg_spike_init)
+            log("initial gains: " + ", ".join(f"{g:.3g}" for g in gains))
         opt = AdamW([a for _, a in net.parameters()], lr=config.lr, weight_decay=config.weight_decay)
         start, history = 0, []
     from threadpoolctl import threadpool_limits

@@ -244,3 +244,50 @@ def test_train_with_validation_writes_best(fake_mnist, tmp_path):
     assert json.loads(ev.output.strip().splitlines()[-1])["accuracy"] == hist[0]["test_accuracy"]
     assert_user_error(invoke(*train_args(fake_mnist, tmp_path / "w", "--validation", "40")),
                       "fewer than the 40 training samples")
+
+
+# ----------------------------------------------------------------------------------
+# --init-from: a new run from another run's weights
+# ----------------------------------------------------------------------------------
+def test_init_from_starts_a_new_run(trained, fake_mnist, tmp_path):
+    import hashlib
+
+    src, _ = trained
+    out = tmp_path / "ft"
+    result = invoke(*train_args(fake_mnist, out, "--init-from", src, "--lr", "1e-4"))
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "weights from" in result.stdout and "initial gains" not in result.stdout
+    ck = load_checkpoint(out)
+    assert ck.epoch == 1 and ck.config.lr == 1e-4
+    assert ck.config.init_from == str(src / "checkpoint.h5")
+    assert ck.config.init_from_sha256 == hashlib.sha256((src / "checkpoint.h5").read_bytes()).hexdigest()
+    # the run resumes like any other (its weights from its own checkpoint)
+    result = invoke("train", "mnist", "--resume", out, "--epochs", 2, "--data-dir", fake_mnist["dir"], "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert load_checkpoint(out).epoch == 2
+
+
+def test_init_from_bad_input(trained, fake_mnist, tmp_path):
+    from eventsnn.checkpoint import save_checkpoint
+    from eventsnn.config import TrainConfig
+
+    src, _ = trained
+    assert_user_error(invoke(*train_args(fake_mnist, tmp_path / "a", "--init-from", tmp_path / "nope.h5")),
+                      "no such checkpoint")
+    args = train_args(fake_mnist, tmp_path / "b", "--init-from", src)
+    args[3] = "784-31"
+    assert_user_error(invoke(*args), "weighted layer 0")
+    assert_user_error(invoke("train", "mnist", "--resume", src, "--init-from", src,
+                             "--data-dir", fake_mnist["dir"]), "--init-from")
+    # the output directory of an existing run is never overwritten by a new one
+    before = (src / "checkpoint.h5").read_bytes()
+    assert_user_error(invoke(*train_args(fake_mnist, src, "--init-from", src)), "already holds a run")
+    assert (src / "checkpoint.h5").read_bytes() == before
+    ck = load_checkpoint(src)
+    other = tmp_path / "fashion.h5"
+    cfg = TrainConfig(**{**json.loads(ck.config.to_json()), "dataset": "fashion_mnist"})
+    save_checkpoint(other, config=cfg, network=ck.network, epoch=ck.epoch, history=ck.history,
+                    optim_state=ck.optim_state, dataset_checksum=ck.dataset_checksum, rng_state=ck.rng_state)
+    assert_user_error(invoke(*train_args(fake_mnist, tmp_path / "c", "--init-from", other)), "fashion_mnist")
+    for name in "abc":
+        assert not (tmp_path / name / "checkpoint.h5").exists()

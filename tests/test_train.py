@@ -19,6 +19,7 @@ from eventsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from eventsnn.config import TrainConfig
 from eventsnn.network import Network
 from eventsnn.train import SilentLayerWarning, encode_images, init_gains, train
+from toy_run import toy_config, toy_data, toy_run
 
 HISTORY_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "time_to_decision",
                 "epoch_seconds", "spikes_per_neuron", "silent_neurons", "windows_dropped",
@@ -27,26 +28,11 @@ HISTORY_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", 
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0.0, 1.0, (40, 6, 6))
-    y = rng.integers(0, 3, 40)
-    xt = rng.uniform(0.0, 1.0, (12, 6, 6))
-    yt = rng.integers(0, 3, 12)
-    return (x, y), (xt, yt)
+    return toy_data()
 
 
-def config(**kw):
-    base = dict(dataset="toy", arch="36-20", epochs=2, batch_size=10)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def run(cfg, out, data, *, resume=False, checksum="toy-v1"):
-    (x, y), (xt, yt) = data
-    lines = []
-    res = train(cfg, out, train_data=(x, y), test_data=(xt, yt), dataset_checksum=checksum, n_classes=3,
-                resume=resume, progress=False, log=lines.append)
-    return res, lines
+config = toy_config
+run = toy_run
 
 
 def leftovers(directory):
