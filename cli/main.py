@@ -220,6 +220,9 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
         if init_from is not None:
             raise click.UsageError("--init-from starts a new run; a resumed run keeps its weights")
         ck = load_checkpoint(Path(resume) / "checkpoint.h5")
+        if ck.averaged_from is not None:
+            raise click.UsageError(f"{resume} holds an averaged network, not a run to resume; "
+                                   "start a new run from it with --init-from")
         config = ck.config
         if dataset != config.dataset:
             raise click.UsageError(f"{resume} holds a {config.dataset} run, not {dataset}")
@@ -318,15 +321,46 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler
     res["epoch"] = ck.epoch
     res["arch"] = ck.config.arch
     res["dataset"] = ck.config.dataset
+    if ck.averaged_from is not None:
+        res["averaged_from"] = ck.averaged_from
     if as_json:
         click.echo(json.dumps(res))
         return
-    click.echo(f"{ck.config.dataset} {ck.config.arch} (epoch {ck.epoch}): accuracy {res['accuracy']:.4f} "
+    what = (f"average of {len(ck.averaged_from)} checkpoints" if ck.averaged_from is not None
+            else f"epoch {ck.epoch}")
+    click.echo(f"{ck.config.dataset} {ck.config.arch} ({what}): accuracy {res['accuracy']:.4f} "
                f"on {res['n']} test images")
     ttd = res["time_to_decision"]
     click.echo(f"mean time to decision: {ttd:.3f} (model time units)" if ttd is not None
                else "mean time to decision: no output spike")
     click.echo("spikes per inference per layer: " + ", ".join(f"{s:.1f}" for s in res["spikes_per_inference"]))
+
+
+# -------------------------------------------------------------------------- average
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The averaged checkpoint to write (a new file).")
+def average(checkpoints, out):
+    """Average the weights of CHECKPOINTS (files or run directories) into one network.
+
+    A uniform "model soup": every weight, gain and offset is the mean over the
+    checkpoints. Meant for runs that share a starting point, e.g. fine-tuning
+    runs of one network (--init-from). Evaluate the result with
+    `eventsnn evaluate OUT`; train on from it with `eventsnn train --init-from OUT`.
+    """
+    from eventsnn.checkpoint import average_checkpoints, save_checkpoint
+
+    if out.exists():
+        raise click.UsageError(f"--out {out} exists; averaging writes a new file")
+    ck = average_checkpoints(checkpoints)
+    _check_writable(out.parent)
+    save_checkpoint(out, config=ck.config, network=ck.network, epoch=ck.epoch, history=ck.history,
+                    optim_state=None, dataset_checksum=ck.dataset_checksum, rng_state=None,
+                    averaged_from=ck.averaged_from)
+    click.echo(f"{ck.config.arch}: weights averaged over {len(ck.averaged_from)} checkpoints -> {out}")
+    for src in ck.averaged_from:
+        click.echo(f"  {src['path']} (epoch {src['epoch']}, sha256 {src['sha256'][:12]})")
 
 
 # ------------------------------------------------------------------------------ plot

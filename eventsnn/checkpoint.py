@@ -7,7 +7,9 @@ Layout of ``checkpoint.h5`` (format ``eventsnn.checkpoint/1``):
   ``dataset_checksum``, ``rng_state`` (JSON of the data-order generator state),
   ``n_classes``, ``input_shape``;
 * ``params/<name>``: every learnable array of the network (float64);
-* ``optim/m/<i>``, ``optim/v/<i>`` and attribute ``optim/t``: AdamW state.
+* ``optim/m/<i>``, ``optim/v/<i>`` and attribute ``optim/t``: AdamW state;
+* optional attribute ``averaged_from``: JSON list of the sources (path, sha256,
+  epoch) of a network averaged by :func:`average_checkpoints`.
 
 Loading checks the format and that the stored arrays fit the architecture of
 the stored configuration; anything else raises :class:`CheckpointError`.
@@ -16,6 +18,8 @@ the stored configuration; anything else raises :class:`CheckpointError`.
 (fine-tuning under another configuration: augmentation, learning rate,
 schedule, dropout); the source is named in the new run's configuration
 together with its sha256, so the run records exactly what it started from.
+:func:`average_checkpoints` averages the weights of several checkpoints of
+one network (a uniform "model soup").
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Checkpoint:
     dataset_checksum: str
     rng_state: dict | None
     version: str
+    averaged_from: list | None = None
 
 
 def build_network(config: TrainConfig, n_classes: int, input_shape) -> Network:
@@ -62,8 +67,12 @@ def build_network(config: TrainConfig, n_classes: int, input_shape) -> Network:
 
 
 def save_checkpoint(path, *, config: TrainConfig, network: Network, epoch: int, history: list,
-                    optim_state: dict | None, dataset_checksum: str, rng_state: dict | None) -> None:
-    """Write a checkpoint atomically (a crash never leaves a truncated file)."""
+                    optim_state: dict | None, dataset_checksum: str, rng_state: dict | None,
+                    averaged_from: list | None = None) -> None:
+    """Write a checkpoint atomically (a crash never leaves a truncated file).
+
+    ``averaged_from`` (optional): the sources of an averaged network (:func:`average_checkpoints`).
+    """
     from . import __version__
 
     with atomic_h5(path) as f:
@@ -76,6 +85,8 @@ def save_checkpoint(path, *, config: TrainConfig, network: Network, epoch: int, 
         f.attrs["rng_state"] = json.dumps(rng_state)
         f.attrs["n_classes"] = int(network.n_classes)
         f.attrs["input_shape"] = json.dumps(list(network.input_shape))
+        if averaged_from is not None:
+            f.attrs["averaged_from"] = json.dumps(averaged_from)
         g = f.create_group("params")
         for name, arr in network.parameters():
             g.create_dataset(name, data=arr)
@@ -145,21 +156,96 @@ def init_from_checkpoint(net: Network, path, sha256: str | None = None) -> Check
         raise CheckpointError(f"{path}: not the checkpoint this run started from (sha256 differs from "
                               f"{sha256[:12]}...)")
     src = load_checkpoint(path)
-    mine = [layer.parameters() for layer in net.layers if layer.parameters()]
-    theirs = [layer.parameters() for layer in src.network.layers if layer.parameters()]
-    if len(mine) != len(theirs):
-        raise CheckpointError(f"{path}: '{src.config.arch}' has {len(theirs)} weighted layers, "
-                              f"'{net.arch}' has {len(mine)}")
-    for i, (a, b) in enumerate(zip(mine, theirs)):
-        if list(a) != list(b) or any(a[k].shape != b[k].shape for k in a):
-            raise CheckpointError(
-                f"{path}: weighted layer {i} does not fit: "
-                + ", ".join(f"{k} {v.shape}" for k, v in b.items()) + " in the checkpoint, "
-                + ", ".join(f"{k} {v.shape}" for k, v in a.items()) + f" in '{net.arch}'")
-    for a, b in zip(mine, theirs):
+    pairs = _matched_layers(net, src.network, f"{path}: '{src.config.arch}'")
+    for a, b in pairs:
         for k in a:
             a[k][...] = b[k]
     return src
+
+
+def _weighted_layers(net: Network) -> list:
+    """The parameter dicts of the layers of ``net`` that have parameters, in order."""
+    return [layer.parameters() for layer in net.layers if layer.parameters()]
+
+
+def _matched_layers(net: Network, other: Network, what: str) -> list:
+    """(parameters of ``net``, parameters of ``other``) per weighted layer, matched in order.
+
+    Raises :class:`CheckpointError` starting with ``what`` (the other network, as the user
+    knows it) if the count, the names or a shape differ.
+    """
+    mine, theirs = _weighted_layers(net), _weighted_layers(other)
+    if len(mine) != len(theirs):
+        raise CheckpointError(f"{what} has {len(theirs)} weighted layers, '{net.arch}' has {len(mine)}")
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if list(a) != list(b) or any(a[k].shape != b[k].shape for k in a):
+            raise CheckpointError(
+                f"{what}: weighted layer {i} does not fit: "
+                + ", ".join(f"{k} {v.shape}" for k, v in b.items()) + " there, "
+                + ", ".join(f"{k} {v.shape}" for k, v in a.items()) + f" in '{net.arch}'")
+    return list(zip(mine, theirs))
+
+
+#: Configuration fields that define the network a checkpoint computes (not how it was
+#: trained): checkpoints averaged by :func:`average_checkpoints` must agree on them.
+MODEL_FIELDS = ("dataset", "arch", "steps", "time", "encoder", "tau_m", "tau_s", "threshold",
+                "weight_norm", "pool")
+
+
+def average_checkpoints(paths) -> Checkpoint:
+    """The uniform average of the weights of several checkpoints (a "model soup").
+
+    Every learnable array (weights, and gains and offsets with weight
+    standardisation) is the mean over the checkpoints, summed first to last and
+    divided by their number. Averaging is meaningful for runs that share a
+    starting point, e.g. several fine-tuning runs (``--init-from``) of one
+    network (Wortsman et al., 2022, *Model soups*).
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Two or more checkpoint files or run directories. They must agree on
+        :data:`MODEL_FIELDS` and their weighted layers must fit; training options
+        (augmentation, learning rate, dropout, ...) may differ.
+
+    Returns
+    -------
+    Checkpoint
+        Configuration, dataset checksum and class count of the first checkpoint;
+        ``epoch`` 0, empty history, no optimiser state; ``averaged_from`` lists
+        each source (path, sha256, epoch).
+
+    Raises
+    ------
+    CheckpointError
+        Fewer than two checkpoints; a missing or corrupt one; checkpoints that
+        disagree on a model field or whose layers do not fit.
+    """
+    paths = [checkpoint_path(p) for p in paths]
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    cks = [load_checkpoint(p) for p in paths]
+    first = cks[0]
+    for p, ck in zip(paths[1:], cks[1:]):
+        for name in MODEL_FIELDS:
+            a, b = getattr(first.config, name), getattr(ck.config, name)
+            if a != b:
+                raise CheckpointError(f"{p}: {name} is {b!r}, {paths[0]} has {a!r} (averaged checkpoints "
+                                      f"must compute the same network)")
+        if ck.network.n_classes != first.network.n_classes:
+            raise CheckpointError(f"{p}: {ck.network.n_classes} classes, {paths[0]} has {first.network.n_classes}")
+    net = first.network
+    for p, ck in zip(paths[1:], cks[1:]):
+        for a, b in _matched_layers(net, ck.network, f"{p}: '{ck.config.arch}'"):
+            for k in a:
+                a[k] += b[k]
+    for params in _weighted_layers(net):
+        for v in params.values():
+            v /= len(cks)
+    sources = [{"path": str(p), "sha256": checkpoint_sha256(p), "epoch": ck.epoch} for p, ck in zip(paths, cks)]
+    return Checkpoint(config=first.config, network=net, epoch=0, history=[], optim_state=None,
+                      dataset_checksum=first.dataset_checksum, rng_state=None, version=first.version,
+                      averaged_from=sources)
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -211,6 +297,7 @@ def load_checkpoint(path) -> Checkpoint:
                 dataset_checksum=str(f.attrs["dataset_checksum"]),
                 rng_state=json.loads(f.attrs["rng_state"]),
                 version=str(f.attrs["eventsnn_version"]),
+                averaged_from=json.loads(f.attrs["averaged_from"]) if "averaged_from" in f.attrs else None,
             )
         except CheckpointError:
             raise

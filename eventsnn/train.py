@@ -364,6 +364,9 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
                          "(use --augment none)")
     if resume:
         ck = load_checkpoint(ckpt_path)
+        if ck.averaged_from is not None:
+            raise ValueError(f"{ckpt_path}: an averaged network, not a run to resume (start a new run "
+                             "from it with TrainConfig.init_from)")
         if ck.dataset_checksum != dataset_checksum:
             raise ValueError(f"{ckpt_path}: the checkpoint was trained on other data (checksum differs)")
         stored = json.loads(ck.config.to_json())

@@ -291,3 +291,48 @@ def test_init_from_bad_input(trained, fake_mnist, tmp_path):
     assert_user_error(invoke(*train_args(fake_mnist, tmp_path / "c", "--init-from", other)), "fashion_mnist")
     for name in "abc":
         assert not (tmp_path / name / "checkpoint.h5").exists()
+
+
+# ----------------------------------------------------------------------------------
+# average: a uniform model soup of several checkpoints
+# ----------------------------------------------------------------------------------
+def test_average_and_evaluate(trained, fake_mnist, tmp_path):
+    src, _ = trained
+    ft = tmp_path / "ft"
+    assert invoke(*train_args(fake_mnist, ft, "--init-from", src, "--lr", "1e-3")).exit_code == 0
+    soup = tmp_path / "soup.h5"
+    result = invoke("average", src, ft, "--out", soup)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "averaged over 2 checkpoints" in result.stdout
+    a, b = load_checkpoint(src), load_checkpoint(ft)
+    got = load_checkpoint(soup)
+    for (name, x), (_, y), (_, z) in zip(got.network.parameters(), a.network.parameters(), b.network.parameters()):
+        np.testing.assert_allclose(x, (y + z) / 2, rtol=1e-15, atol=1e-300, err_msg=name)
+    result = invoke("evaluate", soup, "--json", "--data-dir", fake_mnist["dir"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    res = json.loads(result.stdout)
+    assert [s["path"] for s in res["averaged_from"]] == [str(src / "checkpoint.h5"), str(ft / "checkpoint.h5")]
+    imgs = fake_mnist["arrays"]["test_images"].astype(np.float32) / np.float32(255)
+    assert res["accuracy"] == pytest.approx(my_accuracy(got, imgs, fake_mnist["arrays"]["test_labels"]), abs=1e-15)
+    result = invoke("evaluate", soup, "--data-dir", fake_mnist["dir"], "--quiet")
+    assert "average of 2 checkpoints" in result.stdout
+    # an averaged network is a start for a new run, not a run to resume
+    run = tmp_path / "soup-run"
+    run.mkdir()
+    (run / "checkpoint.h5").write_bytes(soup.read_bytes())
+    assert_user_error(invoke("train", "mnist", "--resume", run, "--data-dir", fake_mnist["dir"]), "--init-from")
+    assert invoke(*train_args(fake_mnist, tmp_path / "ft2", "--init-from", soup)).exit_code == 0
+
+
+def test_average_bad_input(trained, fake_mnist, tmp_path):
+    src, _ = trained
+    assert_user_error(invoke("average", src, "--out", tmp_path / "a.h5"), "at least two")
+    assert_user_error(invoke("average", src, tmp_path / "nope", "--out", tmp_path / "b.h5"), "no such checkpoint")
+    other = tmp_path / "other"
+    assert invoke(*train_args(fake_mnist, other)[:3], "784-31", *train_args(fake_mnist, other)[4:]).exit_code == 0
+    assert_user_error(invoke("average", src, other, "--out", tmp_path / "c.h5"), "arch")
+    exists = tmp_path / "exists.h5"
+    exists.write_bytes(b"keep me")
+    assert_user_error(invoke("average", src, src, "--out", exists), "exists")
+    assert exists.read_bytes() == b"keep me"
+    assert not any((tmp_path / n).exists() for n in ("a.h5", "b.h5", "c.h5"))
