@@ -8,12 +8,13 @@ One training step (Section 3.4):
 4. reverse-time backward (Eqs. 12-14) through every layer;
 5. global gradient-norm clip, AdamW step (cosine schedule per epoch).
 
-A run started from another run's checkpoint (``TrainConfig.init_from``,
-fine-tuning) takes its weights instead and begins with a fresh AdamW state
-and its own cosine schedule. Otherwise, before the first epoch the gain of each layer is set, layer by layer on the
+Before the first epoch the gain of each layer is set, layer by layer on the
 first 50 training samples, by a geometric binary search in [0.05, 500]
 (stopping when high/low < 1.01) so that the mean spike count per neuron in the
-last third of the window is ``avg_spike_init / 3``.
+last third of the window is ``avg_spike_init / 3``. A run started from another
+run's checkpoint (``TrainConfig.init_from``, fine-tuning) takes that
+checkpoint's weights instead, with a fresh AdamW state and its own cosine
+schedule.
 
 The order of the training samples in epoch e comes from
 ``numpy.random.default_rng([seed, e])``, so a resumed run continues exactly
