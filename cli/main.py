@@ -22,7 +22,7 @@ import click
 from eventsnn import __version__
 from eventsnn.augment import KINDS as AUGMENT_KINDS
 from eventsnn.cli.cluster import Cluster, cluster_options, data_parallel
-from eventsnn.config import ENCODERS, TrainConfig
+from eventsnn.config import ENCODERS, RESUME_MAY_CHANGE, TrainConfig
 from eventsnn.device import DEVICES, select_device, set_device
 from eventsnn.engine.conv import POOL_KINDS
 from eventsnn.loss import SUPERVISION
@@ -147,6 +147,9 @@ TRAIN_OPTIONS = [
     click.option("--validation", type=int, default=_D.validation, show_default=True,
                  help="Hold out the last N training images; each epoch reports their accuracy and the best "
                       "epoch is kept as OUT/best.h5 (mnist: 10000 = the standard 50k/10k split)."),
+    click.option("--keep-epochs/--no-keep-epochs", default=_D.keep_epochs, show_default=True,
+                 help="Also keep every epoch's checkpoint as OUT/epoch-001.h5, ... (e.g. to average the "
+                      "last epochs of a run: eventsnn average OUT/epoch-00[4-6].h5 --out SWA.h5)."),
 ]
 
 
@@ -234,12 +237,13 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
                 if name == "max_dt_du" and value == 0:
                     value = None
                 if value != stored and value != "auto":  # auto: whatever the run resolved it to
-                    if name == "epochs":
-                        changes["epochs"] = value
+                    if name in RESUME_MAY_CHANGE:
+                        changes[name] = value
                     else:
                         raise click.UsageError(
                             f"--{name.replace('_', '-')} {value} differs from the checkpoint in {resume} "
-                            f"({stored}); a resumed run keeps its configuration (only --epochs may change)"
+                            f"({stored}); a resumed run keeps its configuration (only --epochs and "
+                            "--keep-epochs may change)"
                         )
         if changes:
             config = TrainConfig(**{**json.loads(config.to_json()), **changes})

@@ -25,6 +25,11 @@ from .params import GradParams, NeuronParams
 ENCODERS = ("current", "latency")
 
 
+#: Fields a resumed run may change: the schedule's length and which checkpoints are kept
+#: (neither changes a step already taken).
+RESUME_MAY_CHANGE = ("epochs", "keep_epochs")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (see the CLI's ``train --help``).
@@ -59,6 +64,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     validation: int = 0
+    keep_epochs: bool = False
     augment: str = "auto"
     elastic_alpha: float = _augment.ELASTIC_DEFAULT[0]
     elastic_sigma: float = _augment.ELASTIC_DEFAULT[1]
@@ -141,6 +147,7 @@ class TrainConfig:
         data.setdefault("validation", 0)  # ... and before validation hold-out
         data.setdefault("init_from", None)  # ... and before fine-tuning from a checkpoint
         data.setdefault("init_from_sha256", None)
+        data.setdefault("keep_epochs", False)  # ... and before per-epoch checkpoints
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

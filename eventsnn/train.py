@@ -34,7 +34,7 @@ import numpy as np
 
 from . import augment, encode
 from .checkpoint import build_network, init_from_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import RESUME_MAY_CHANGE, TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
 from .datasets.cifar import STD as CIFAR_STD
 from .device import set_device
@@ -340,7 +340,7 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
         Stored in the checkpoint; a resumed run must use the same data.
     resume : bool
         Continue from ``out_dir/checkpoint.h5``; ``config`` must equal the stored
-        one except for ``epochs``.
+        one except for the fields in ``config.RESUME_MAY_CHANGE`` (``epochs``, ``keep_epochs``).
     log : callable
         Receives one line of text per epoch.
     runner : step runner, optional
@@ -372,8 +372,9 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
             raise ValueError(f"{ckpt_path}: the checkpoint was trained on other data (checksum differs)")
         stored = json.loads(ck.config.to_json())
         given = json.loads(config.to_json())
-        stored.pop("epochs")
-        given.pop("epochs")
+        for name in RESUME_MAY_CHANGE:
+            stored.pop(name)
+            given.pop(name)
         if stored != given:
             diff = sorted(k for k in stored if stored[k] != given.get(k))
             raise ValueError(f"{ckpt_path}: configuration differs from the checkpoint in {diff}")
@@ -413,6 +414,12 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
 
 #: File name of the checkpoint of the best validation epoch (``TrainConfig.validation`` > 0).
 BEST_NAME = "best.h5"
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """File name of the checkpoint kept after ``epoch`` (1-based) with ``TrainConfig.keep_epochs``:
+    ``epoch-001.h5``, ... (zero-padded, so that a glob lists them in order)."""
+    return f"epoch-{int(epoch):03d}.h5"
 
 
 def split_validation(train_data, n_validation: int):
@@ -553,6 +560,8 @@ def _epochs(config, net, opt, start, history, runner, n, out_dir, ckpt_path, dat
             if not f.any():
                 warnings.warn(f"layer {l} emitted no spike in epoch {epoch + 1}: gradient is blocked there",
                               SilentLayerWarning, stacklevel=2)
+        if config.keep_epochs:  # before checkpoint.h5, like best.h5: a resumed run never misses one
+            save_checkpoint(out_dir / epoch_checkpoint_name(epoch + 1), optim_state=opt.state(), **state)
         save_checkpoint(ckpt_path, optim_state=opt.state(), **state)
         _write_json_atomic(out_dir / "metrics.json", {"config": json.loads(config.to_json()),
                                                       "history": history})

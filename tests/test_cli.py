@@ -126,6 +126,16 @@ def test_resume_with_more_epochs(trained, fake_mnist, tmp_path):
     assert result.exit_code == 0, (result.output, result.exception)
     ck = load_checkpoint(run)
     assert ck.epoch == 2 and ck.config.epochs == 2 and len(ck.history) == 2
+    assert not ck.config.keep_epochs and list(run.glob("epoch-*.h5")) == []
+    # --keep-epochs may be switched on when resuming: epoch 3 is kept, and it is the final network
+    result = invoke("train", "mnist", "--resume", run, "--epochs", 3, "--keep-epochs", "--data-dir",
+                    fake_mnist["dir"], "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert sorted(p.name for p in run.glob("epoch-*.h5")) == ["epoch-003.h5"]
+    kept, ck = load_checkpoint(run / "epoch-003.h5"), load_checkpoint(run)
+    assert kept.epoch == ck.epoch == 3 and ck.config.keep_epochs
+    for (ka, va), (kb, vb) in zip(kept.network.parameters(), ck.network.parameters()):
+        assert ka == kb and va.tobytes() == vb.tobytes()
 
 
 # ----------------------------------------------------------------------------------

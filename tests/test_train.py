@@ -57,6 +57,31 @@ def params_of(net):
     return {name: arr.copy() for name, arr in net.parameters()}
 
 
+def assert_same_params(net_a, net_b):
+    a, b = params_of(net_a), params_of(net_b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
+
+
+def stopped_at_step(k, cfg, out, data, monkeypatch):
+    """Train ``cfg`` into ``out`` and stop it (KeyboardInterrupt) at its k-th training step."""
+    import eventsnn.train as train_mod
+
+    real_step, calls = train_mod.train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out, data)
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+
+
 # ----------------------------------------------------------------------------------
 # a full run
 # ----------------------------------------------------------------------------------
@@ -156,26 +181,12 @@ def test_resume_with_other_configuration_is_refused(tmp_path, full_run, data, ch
 
 def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
     """Ctrl-C in the middle of epoch 2 of 3, then resume: same result as without the interruption."""
-    import eventsnn.train as train_mod
-
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
     ref, _ = run(config(epochs=3), ref_dir, data)
     out = tmp_path / "run"
     out.mkdir()
-    real_step = train_mod.train_step
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:  # epoch 2, second batch
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(config(epochs=3), out, data)
-    monkeypatch.setattr(train_mod, "train_step", real_step)
+    stopped_at_step(6, config(epochs=3), out, data, monkeypatch)  # epoch 2, second batch
     assert load_checkpoint(out).epoch == 1
     assert leftovers(out) == []
     resumed, _ = run(config(epochs=3), out, data, resume=True)
@@ -412,22 +423,9 @@ def test_validation_run_keeps_the_best_epoch(tmp_path, learnable, seen_batches):
 
 def test_validation_run_resumes_exactly(tmp_path, learnable, monkeypatch):
     """Stopped in epoch 2 of 5, then resumed: the same history and the same best.h5."""
-    import eventsnn.train as train_mod
-
     ref, _ = run(validation_config(), tmp_path / "a", learnable)
-    real_step, calls = train_mod.train_step, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:  # 4 batches of 40 images per epoch: epoch 2, second batch
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
     out = tmp_path / "b"
-    monkeypatch.setattr(train_mod, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(validation_config(), out, learnable)
-    monkeypatch.setattr(train_mod, "train_step", real_step)
+    stopped_at_step(6, validation_config(), out, learnable, monkeypatch)  # 4 batches/epoch: epoch 2
     assert load_checkpoint(out / "best.h5").epoch == 1
     resumed, _ = run(validation_config(), out, learnable, resume=True)
     strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in ref["history"]]
@@ -436,3 +434,45 @@ def test_validation_run_resumes_exactly(tmp_path, learnable, monkeypatch):
     assert a.epoch == b.epoch == ref["best"]["epoch"] > 1
     for (ka, va), (kb, vb) in zip(a.network.parameters(), b.network.parameters()):
         assert ka == kb and va.tobytes() == vb.tobytes()
+
+
+# per-epoch checkpoints (keep_epochs)
+
+def test_keep_epochs_holds_the_network_after_every_epoch(tmp_path, data, monkeypatch):
+    """epoch-00k.h5 is the run after epoch k: it equals checkpoint.h5 of another run stopped in
+    epoch k + 1, and the last one equals checkpoint.h5. keep_epochs may be switched on when resuming
+    (it changes no step), and the resumed run keeps the epochs it runs."""
+    from eventsnn.train import epoch_checkpoint_name
+
+    cfg = config(epochs=3, keep_epochs=True)
+    run(cfg, tmp_path / "a", data)
+    a = tmp_path / "a"
+    assert sorted(p.name for p in a.glob("epoch-*.h5")) == ["epoch-001.h5", "epoch-002.h5", "epoch-003.h5"]
+    assert [epoch_checkpoint_name(k) for k in (1, 12, 123)] == ["epoch-001.h5", "epoch-012.h5", "epoch-123.h5"]
+    assert leftovers(a) == []
+
+    b = tmp_path / "b"
+    stopped_at_step(6, config(epochs=3), b, data, monkeypatch)  # without keep_epochs; in epoch 2
+    assert list(b.glob("epoch-*.h5")) == []
+    first = load_checkpoint(a / "epoch-001.h5")
+    stopped = load_checkpoint(b / "checkpoint.h5")
+    assert first.epoch == stopped.epoch == 1
+    assert_same_params(first.network, stopped.network)
+    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in first.history]
+    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in stopped.history]
+
+    run(cfg, b, data, resume=True)  # switched on at resume: epochs 2 and 3 are kept
+    assert sorted(p.name for p in b.glob("epoch-*.h5")) == ["epoch-002.h5", "epoch-003.h5"]
+    for k in (2, 3):
+        ka, kb = load_checkpoint(a / epoch_checkpoint_name(k)), load_checkpoint(b / epoch_checkpoint_name(k))
+        assert ka.epoch == kb.epoch == k
+        assert_same_params(ka.network, kb.network)
+    last, final = load_checkpoint(a / "epoch-003.h5"), load_checkpoint(a / "checkpoint.h5")
+    assert_same_params(last.network, final.network)
+    assert last.optim_state is not None
+
+
+def test_resume_refuses_other_changes_than_epochs_and_keep_epochs(tmp_path, data):
+    run(config(epochs=1), tmp_path, data)
+    with pytest.raises(ValueError, match=r"differs from the checkpoint in \['lr'\]"):
+        run(config(epochs=2, lr=1e-2, keep_epochs=True), tmp_path, data, resume=True)
