@@ -242,8 +242,9 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
                     else:
                         raise click.UsageError(
                             f"--{name.replace('_', '-')} {value} differs from the checkpoint in {resume} "
-                            f"({stored}); a resumed run keeps its configuration (only --epochs and "
-                            "--keep-epochs may change)"
+                            f"({stored}); a resumed run keeps its configuration (only "
+                            + " and ".join(f"--{n.replace('_', '-')}" for n in RESUME_MAY_CHANGE)
+                            + " may change)"
                         )
         if changes:
             config = TrainConfig(**{**json.loads(config.to_json()), **changes})

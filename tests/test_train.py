@@ -57,9 +57,14 @@ def params_of(net):
     return {name: arr.copy() for name, arr in net.parameters()}
 
 
+def without_times(history):
+    """A metrics history without its wall-clock entries (``epoch_seconds``)."""
+    return [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in history]
+
+
 def assert_same_params(net_a, net_b):
     a, b = params_of(net_a), params_of(net_b)
-    assert a.keys() == b.keys()
+    assert list(a) == list(b)
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
 
@@ -150,12 +155,8 @@ def test_resume_is_bit_identical(tmp_path, full_run, data):
     second, lines = run(config(epochs=2), out, data, resume=True)
     assert any("resuming" in ln for ln in lines)
     assert not any(ln.startswith("initial gains") for ln in lines)  # no re-initialisation
-    a, b = params_of(full["network"]), params_of(second["network"])
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after resume"
-    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in full["history"]]
-    assert [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in second["history"]] == strip
+    assert_same_params(full["network"], second["network"])
+    assert without_times(second["history"]) == without_times(full["history"])
     ck = load_checkpoint(out)
     assert ck.epoch == 2 and ck.config.epochs == 2
     full_ck = load_checkpoint(full_run[0])
@@ -428,12 +429,10 @@ def test_validation_run_resumes_exactly(tmp_path, learnable, monkeypatch):
     stopped_at_step(6, validation_config(), out, learnable, monkeypatch)  # 4 batches/epoch: epoch 2
     assert load_checkpoint(out / "best.h5").epoch == 1
     resumed, _ = run(validation_config(), out, learnable, resume=True)
-    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in ref["history"]]
-    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in resumed["history"]]
+    assert without_times(ref["history"]) == without_times(resumed["history"])
     a, b = load_checkpoint(tmp_path / "a" / "best.h5"), load_checkpoint(out / "best.h5")
     assert a.epoch == b.epoch == ref["best"]["epoch"] > 1
-    for (ka, va), (kb, vb) in zip(a.network.parameters(), b.network.parameters()):
-        assert ka == kb and va.tobytes() == vb.tobytes()
+    assert_same_params(a.network, b.network)
 
 
 # per-epoch checkpoints (keep_epochs)
@@ -458,8 +457,7 @@ def test_keep_epochs_holds_the_network_after_every_epoch(tmp_path, data, monkeyp
     stopped = load_checkpoint(b / "checkpoint.h5")
     assert first.epoch == stopped.epoch == 1
     assert_same_params(first.network, stopped.network)
-    strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in first.history]
-    assert strip == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in stopped.history]
+    assert without_times(first.history) == without_times(stopped.history)
 
     run(cfg, b, data, resume=True)  # switched on at resume: epochs 2 and 3 are kept
     assert sorted(p.name for p in b.glob("epoch-*.h5")) == ["epoch-002.h5", "epoch-003.h5"]
