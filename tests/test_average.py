@@ -16,7 +16,7 @@ import pytest
 from eventsnn.checkpoint import (CheckpointError, average_checkpoints, checkpoint_sha256, load_checkpoint,
                                  save_checkpoint)
 from eventsnn.train import evaluate
-from toy_run import toy_config, toy_data, toy_run
+from toy_run import assert_same_params, toy_config, toy_data, toy_run
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,7 @@ def test_average_of_copies_is_the_network_itself(runs, tmp_path, data):
     copy.write_bytes((runs / "a" / "checkpoint.h5").read_bytes())
     ck = average_checkpoints([runs / "a", copy])  # (w + w) / 2 == w exactly
     orig = load_checkpoint(runs / "a")
-    for (n1, x), (n2, y) in zip(ck.network.parameters(), orig.network.parameters()):
-        assert n1 == n2 and x.tobytes() == y.tobytes()
+    assert_same_params(ck.network, orig.network)
     _, (xt, yt) = data
     assert evaluate(ck.network, xt, yt, ck.config) == evaluate(orig.network, xt, yt, orig.config)
 
@@ -89,8 +88,7 @@ def test_saved_average_round_trips_and_refuses_resume(runs, tmp_path, data):
                     averaged_from=ck.averaged_from)
     back = load_checkpoint(out)
     assert back.averaged_from == ck.averaged_from and len(back.averaged_from) == 3
-    for (n1, x), (n2, y) in zip(back.network.parameters(), ck.network.parameters()):
-        assert n1 == n2 and x.tobytes() == y.tobytes()
+    assert_same_params(back.network, ck.network)
     with pytest.raises(ValueError, match="averaged network"):
         toy_run(ck.config, out, data, resume=True)
     # a plain checkpoint has no sources

@@ -19,6 +19,7 @@ from eventsnn.cli.main import main
 
 from eventsnn.checkpoint import load_checkpoint
 from eventsnn.train import encode_images
+from toy_run import assert_same_params
 
 N_TRAIN, N_TEST = 60, 20
 
@@ -134,8 +135,7 @@ def test_resume_with_more_epochs(trained, fake_mnist, tmp_path):
     assert sorted(p.name for p in run.glob("epoch-*.h5")) == ["epoch-003.h5"]
     kept, ck = load_checkpoint(run / "epoch-003.h5"), load_checkpoint(run)
     assert kept.epoch == ck.epoch == 3 and ck.config.keep_epochs
-    for (ka, va), (kb, vb) in zip(kept.network.parameters(), ck.network.parameters()):
-        assert ka == kb and va.tobytes() == vb.tobytes()
+    assert_same_params(kept.network, ck.network)
 
 
 # ----------------------------------------------------------------------------------

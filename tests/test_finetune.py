@@ -15,7 +15,7 @@ from eventsnn.checkpoint import (CheckpointError, build_network, checkpoint_sha2
                                  load_checkpoint)
 from eventsnn.optim import cosine_lr
 from eventsnn.train import evaluate
-from toy_run import toy_config, toy_data, toy_run
+from toy_run import assert_same_params, toy_config, toy_data, toy_run
 
 
 @pytest.fixture(scope="module")
@@ -146,5 +146,4 @@ def test_finetune_resumes_exactly(source, data, tmp_path):
     run(finetune_config(source, epochs=1, lr=1e-3), out, data)
     resumed, lines = run(finetune_config(source, epochs=2, lr=1e-3), out, data, resume=True)
     assert not any(ln.startswith("weights from") for ln in lines)
-    for (n1, a), (n2, b) in zip(full["network"].parameters(), resumed["network"].parameters()):
-        assert n1 == n2 and a.tobytes() == b.tobytes(), n1
+    assert_same_params(full["network"], resumed["network"])

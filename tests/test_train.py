@@ -19,7 +19,7 @@ from eventsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from eventsnn.config import TrainConfig
 from eventsnn.network import Network
 from eventsnn.train import SilentLayerWarning, encode_images, init_gains, train
-from toy_run import toy_config, toy_data, toy_run
+from toy_run import assert_same_params, toy_config, toy_data, toy_run
 
 HISTORY_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "test_accuracy", "time_to_decision",
                 "epoch_seconds", "spikes_per_neuron", "silent_neurons", "windows_dropped",
@@ -53,20 +53,9 @@ def my_readout(out, n_classes):
     return np.array(preds)
 
 
-def params_of(net):
-    return {name: arr.copy() for name, arr in net.parameters()}
-
-
 def without_times(history):
     """A metrics history without its wall-clock entries (``epoch_seconds``)."""
     return [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in history]
-
-
-def assert_same_params(net_a, net_b):
-    a, b = params_of(net_a), params_of(net_b)
-    assert list(a) == list(b)
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
 
 
 def stopped_at_step(k, cfg, out, data, monkeypatch):
@@ -191,9 +180,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
     assert load_checkpoint(out).epoch == 1
     assert leftovers(out) == []
     resumed, _ = run(config(epochs=3), out, data, resume=True)
-    a, b = params_of(ref["network"]), params_of(resumed["network"])
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after an interrupted run was resumed"
+    assert_same_params(ref["network"], resumed["network"])
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in ref["history"]]
 
 

@@ -29,6 +29,14 @@ def toy_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def assert_same_params(net_a, net_b):
+    """Assert that two networks have the same parameter names, in order, and bit-identical values."""
+    a, b = list(net_a.parameters()), list(net_b.parameters())
+    assert [k for k, _ in a] == [k for k, _ in b]
+    for (k, x), (_, y) in zip(a, b):
+        assert x.tobytes() == y.tobytes(), f"{k} differs"
+
+
 def toy_run(cfg, out, data, *, resume=False, checksum="toy-v1"):
     """Train ``cfg`` on ``data`` into ``out``; returns (train's result, the logged lines)."""
     (x, y), (xt, yt) = data
