@@ -186,7 +186,7 @@ def _load_split(name: str, split: str, data_dir, limit, t_max: float | None = No
 
 
 @main.command()
-@click.argument("dataset")
+@click.argument("dataset", required=False)
 @_train_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory (default runs/DATASET-ARCH).")
@@ -205,6 +205,7 @@ def _load_split(name: str, split: str, data_dir, limit, t_max: float | None = No
 def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, workers, **opts):
     """Train a spiking network on DATASET (e.g. mnist) with exact event-driven backpropagation.
 
+    With --resume DIR the dataset is the run's own and DATASET may be left out.
     Writes OUT/checkpoint.h5 (atomically, after every epoch) and OUT/metrics.json.
     With --scheduler or --workers every batch is split across Dask workers
     (synchronous data-parallel: the same steps as one process, up to the order
@@ -214,6 +215,8 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
     from eventsnn.datasets import dataset_checksum, dataset_info
     from eventsnn.train import train as run_training
 
+    if resume is None and dataset is None:
+        raise click.UsageError("Missing argument 'DATASET' (e.g. mnist); only --resume DIR may leave it out")
     ctx = click.get_current_context()
     device = _announce_device(select_device(device))
     cluster = Cluster(scheduler, workers)
@@ -227,8 +230,9 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
             raise click.UsageError(f"{resume} holds an averaged network, not a run to resume; "
                                    "start a new run from it with --init-from")
         config = ck.config
-        if dataset != config.dataset:
+        if dataset is not None and dataset != config.dataset:
             raise click.UsageError(f"{resume} holds a {config.dataset} run, not {dataset}")
+        dataset = config.dataset
         changes = {}
         for name, value in opts.items():
             src = ctx.get_parameter_source(name)
@@ -286,7 +290,7 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
                                   device=device)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: the last completed epoch is saved in {out_dir / 'checkpoint.h5'}; "
-                   f"continue with: eventsnn train {dataset} --resume {out_dir}", err=True)
+                   f"continue with: eventsnn train --resume {out_dir}", err=True)
         sys.exit(130)
     hist = result["history"]
     if hist:

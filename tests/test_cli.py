@@ -128,8 +128,9 @@ def test_resume_with_more_epochs(trained, fake_mnist, tmp_path):
     ck = load_checkpoint(run)
     assert ck.epoch == 2 and ck.config.epochs == 2 and len(ck.history) == 2
     assert not ck.config.keep_epochs and list(run.glob("epoch-*.h5")) == []
-    # --keep-epochs may be switched on when resuming: epoch 3 is kept, and it is the final network
-    result = invoke("train", "mnist", "--resume", run, "--epochs", 3, "--keep-epochs", "--data-dir",
+    # --keep-epochs may be switched on when resuming: epoch 3 is kept, and it is the final network;
+    # the dataset may be left out (the run's own is used)
+    result = invoke("train", "--resume", run, "--epochs", 3, "--keep-epochs", "--data-dir",
                     fake_mnist["dir"], "--quiet")
     assert result.exit_code == 0, (result.output, result.exception)
     assert sorted(p.name for p in run.glob("epoch-*.h5")) == ["epoch-003.h5"]
@@ -180,6 +181,15 @@ def test_evaluate_garbage_and_missing(fake_mnist, tmp_path):
     garbage.write_bytes(np.random.default_rng(1).bytes(3000))
     assert_user_error(invoke("evaluate", garbage, "--data-dir", fake_mnist["dir"]))
     assert_user_error(invoke("evaluate", tmp_path / "missing.h5", "--data-dir", fake_mnist["dir"]))
+
+
+def test_dataset_required_unless_resuming(trained, fake_mnist, tmp_path):
+    assert_user_error(invoke("train", "--arch", "784-30", "--data-dir", fake_mnist["dir"], "--out", tmp_path / "o"),
+                      "DATASET")
+    assert not (tmp_path / "o").exists()
+    # a dataset given with --resume must be the run's own
+    assert_user_error(invoke("train", "fashion_mnist", "--resume", trained[0], "--data-dir", fake_mnist["dir"]),
+                      "mnist run")
 
 
 def test_unwritable_out(fake_mnist, tmp_path):
