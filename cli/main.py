@@ -232,7 +232,6 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
         config = ck.config
         if dataset is not None and dataset != config.dataset:
             raise click.UsageError(f"{resume} holds a {config.dataset} run, not {dataset}")
-        dataset = config.dataset
         changes = {}
         for name, value in opts.items():
             src = ctx.get_parameter_source(name)
