@@ -120,6 +120,7 @@ from .sweep import (
     _unit_intervals,
     group_events,
     group_inputs,
+    run_planned,
     scan_groups,
 )
 
@@ -382,19 +383,21 @@ def _fill_unit_groups(times, unit_entry_offsets, unit_group_offsets, ent_event, 
 
 
 @njit(cache=True, parallel=True)
-def _scan_units(chunk_units, unit_group_offsets, group_times, group_entry_offsets, ent_event,
-                ent_tap, amps, KT, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R, skip,
-                wstart, cand, ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row, o_neuron,
-                o_time, o_slope, o_wstart):
-    """Forward of every unit (parallel over chunks of units; chunk c owns row c of the
-    workspaces V, R, skip, wstart, cand (C_out) and ilen, em, es, eps_l, deps_l (max
-    groups per unit)). Spikes of unit u go to its region of the output buffers, with
-    the channel as neuron and unit-relative rows/window starts."""
+def _scan_units(units, chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+                ent_event, ent_tap, amps, KT, tau_m, tau_s, theta, t_end, rtol, max_iter, V, R,
+                skip, wstart, cand, ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row,
+                o_neuron, o_time, o_slope, o_wstart):
+    """Forward of the units ``units`` (int64 unit indices; parallel over chunks: chunk c
+    sweeps units[chunk_units[c]:chunk_units[c + 1]] and owns row c of the workspaces V, R,
+    skip, wstart, cand (C_out) and ilen, em, es, eps_l, deps_l (max groups per unit)).
+    Spikes of unit u go to its region of the output buffers, with the channel as neuron
+    and unit-relative rows/window starts."""
     c_out = KT.shape[1]
     for c in prange(chunk_units.size - 1):
         Vc, Rc, Kc, Wc, Cc = V[c], R[c], skip[c], wstart[c], cand[c]
         Lc, EMc, ESc, EPc, DPc = ilen[c], em[c], es[c], eps_l[c], deps_l[c]
-        for u in range(chunk_units[c], chunk_units[c + 1]):
+        for q in range(chunk_units[c], chunk_units[c + 1]):
+            u = units[q]
             g0 = unit_group_offsets[u]
             g1 = unit_group_offsets[u + 1]
             n_g = g1 - g0
@@ -674,11 +677,6 @@ def choose_path(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> str:
     return "dense" if n_events * reach >= CONV_DENSE_REACH * n_groups * geom.n_pos else "sparse"
 
 
-def _spike_buffers(total: int):
-    return (np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total),
-            np.empty(total), np.empty(total, dtype=np.int64))
-
-
 def _dense_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan=scan_groups):
     n_out = geom.n_out
     groups = group_events(inputs, t_end)
@@ -735,40 +733,35 @@ def _scan_units_host(ul: UnitLists, KT, params, t_end, rtol, max_iter, block=SCA
 
     Returns (cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart): unit u's
     spikes are the first counts[u] slots from cap_offsets[u], with the channel and
-    unit-relative rows / window starts. Planned buffers, re-run with exact sizes when a
-    unit emits more spikes (never truncated).
+    unit-relative rows / window starts. Planned buffers; a unit that emits more spikes is
+    re-run alone with an exact one (:func:`~eventsnn.engine.sweep.run_planned`; never
+    truncated).
     """
     U = ul.unit_group_offsets.size - 1
     c_out = KT.shape[1]
-    chunk_units = _chunks(U)
-    nc = chunk_units.size - 1
+    nc = _chunks(U).size - 1  # the most chunks of any run (a re-run has fewer units)
     blocked = BlockedScan.plan(nc, c_out, block, ul.amplitudes, ul.event_times, params, t_end)
     if blocked is None:
         mg = max(ul.max_groups, 1)
-        V, R = np.zeros((nc, c_out)), np.zeros((nc, c_out))
-        skip = np.zeros((nc, c_out), dtype=np.bool_)
-        wst = np.zeros((nc, c_out), dtype=np.int64)
-        cand = np.zeros((nc, c_out), dtype=np.bool_)
-        work = [np.empty((nc, mg)) for _ in range(5)]
-    counts = np.zeros(U, dtype=np.int64)
+        work = (np.zeros((nc, c_out)), np.zeros((nc, c_out)), np.zeros((nc, c_out), dtype=np.bool_),
+                np.zeros((nc, c_out), dtype=np.int64), np.zeros((nc, c_out), dtype=np.bool_),
+                *(np.empty((nc, mg)) for _ in range(5)))
+
+    def run(units, cap_offsets, counts, buffers):
+        chunk_units = _chunks(units.size)
+        if blocked is not None:
+            blocked.run(units, chunk_units, ul.unit_group_offsets, ul.group_times,
+                        ul.group_entry_offsets, ul.ent_event, ul.ent_tap, KT, params, t_end, rtol,
+                        max_iter, cap_offsets, counts, *buffers)
+        else:
+            _scan_units(units, chunk_units, ul.unit_group_offsets, ul.group_times,
+                        ul.group_entry_offsets, ul.ent_event, ul.ent_tap, ul.amplitudes, KT,
+                        params.tau_m, params.tau_s, params.threshold, t_end, rtol, max_iter, *work,
+                        cap_offsets, counts, *buffers)
+
     caps = np.minimum(np.diff(ul.unit_group_offsets), PLANNED_SPIKES_PER_NEURON) * c_out
-    while True:
-        cap_offsets = np.zeros(U + 1, dtype=np.int64)
-        np.cumsum(caps, out=cap_offsets[1:])
-        o_row, o_chan, o_time, o_slope, o_wstart = _spike_buffers(int(cap_offsets[-1]))
-        if U and blocked is not None:
-            blocked.run(chunk_units, ul.unit_group_offsets, ul.group_times, ul.group_entry_offsets,
-                        ul.ent_event, ul.ent_tap, KT, params, t_end, rtol, max_iter, cap_offsets,
-                        counts, o_row, o_chan, o_time, o_slope, o_wstart)
-        elif U:
-            _scan_units(chunk_units, ul.unit_group_offsets, ul.group_times, ul.group_entry_offsets,
-                        ul.ent_event, ul.ent_tap, ul.amplitudes, KT, params.tau_m, params.tau_s,
-                        params.threshold, t_end, rtol, max_iter, V, R, skip, wst, cand, *work,
-                        cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart)
-        if np.all(counts <= caps):
-            break
-        caps = counts.copy()  # more spikes than planned: re-run with exact sizes
-    return cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart
+    cap_offsets, counts, buffers = run_planned(run, caps)
+    return (cap_offsets, counts) + tuple(buffers)
 
 
 def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_units=_scan_units_host):

@@ -123,16 +123,18 @@ def _region(q, per, group_offsets, cap_offsets):
 
 
 @cuda.jit
-def _scan_kernel(dense, n_out, group_times, group_offsets, interval_len, em, es, eps_l, deps_l,
+def _scan_kernel(items, dense, n_out, group_times, group_offsets, interval_len, em, es, eps_l, deps_l,
                  currents, group_run, group_event_offsets, event_neuron, event_amp, WT, tau_m,
                  tau_s, theta, t_end, rtol, max_iter, cap_offsets, counts, o_row, o_time, o_slope,
                  o_wstart):
     """Thread (s, i) = sample s, neuron i (index s * n_out + i) sweeps its groups; the
     input of group g is ``currents[group_run[g], i]`` (``dense``) or the events'
-    ``a_m WT[j_m, i]``. Writes its spikes from ``cap_offsets[thread]`` and its count."""
-    q = cuda.grid(1)
-    if q >= counts.size:
+    ``a_m WT[j_m, i]``. Writes its spikes from ``cap_offsets[thread]`` and its count.
+    Launched over the threads ``items`` (int64 thread indices)."""
+    p = cuda.grid(1)
+    if p >= items.size:
         return
+    q = items[p]
     s, i, g0, g1, base, cap = _region(q, n_out, group_offsets, cap_offsets)
     v, r, skip, ws, n = 0.0, 0.0, False, g0, 0
     for g in range(g0, g1):
@@ -164,15 +166,16 @@ def _unit_intervals_kernel(unit_group_offsets, group_times, t_end, tau_m, tau_s,
 
 
 @cuda.jit
-def _scan_units_kernel(c_out, unit_group_offsets, group_times, group_entry_offsets, ent_event,
+def _scan_units_kernel(items, c_out, unit_group_offsets, group_times, group_entry_offsets, ent_event,
                        ent_tap, amps, KT, ilen, em, es, eps_l, deps_l, tau_m, tau_s, theta, t_end,
                        rtol, max_iter, cap_offsets, counts, o_row, o_time, o_slope, o_wstart):
     """Thread (u, c) = unit u (sample, output position), channel c (index u * c_out + c)
     sweeps the unit's groups, each entry adding ``a_m K[c, tap]``. Rows and window starts
-    are unit-relative, as in the CPU engine."""
-    q = cuda.grid(1)
-    if q >= counts.size:
+    are unit-relative, as in the CPU engine. Launched over the threads ``items``."""
+    p = cuda.grid(1)
+    if p >= items.size:
         return
+    q = items[p]
     u, c, g0, g1, base, cap = _region(q, c_out, unit_group_offsets, cap_offsets)
     v, r, skip, ws, n = 0.0, 0.0, False, 0, 0
     for g in range(g0, g1):
@@ -296,25 +299,32 @@ def _collect(counts, cap_offsets):
     return region, take
 
 
+def _host_buffers(total: int):
+    """Host copies of a launch's spike buffers: o_row, o_time, o_slope, o_wstart."""
+    return (np.empty(total, dtype=np.int64), np.empty(total), np.empty(total),
+            np.empty(total, dtype=np.int64))
+
+
 def _run_planned(launch, caps):
-    """Run ``launch(cap_offsets, d_counts, *d_buffers)`` with per-thread capacities ``caps``;
-    re-run with exact capacities while a thread emitted more spikes than planned.
+    """:func:`eventsnn.engine.sweep.run_planned` with per-thread capacities ``caps``, the
+    sweeps being ``launch(n, d_items, d_cap_offsets, d_counts, *d_buffers)`` over the n
+    threads ``d_items``: a thread that emitted more spikes than planned is launched again,
+    alone, with an exact region.
 
     Returns (counts, cap_offsets, o_row, o_time, o_slope, o_wstart) on the host.
     """
-    n = caps.size
-    d_counts = cuda.to_device(np.zeros(n, dtype=np.int64))
-    while True:
-        cap_offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(caps, out=cap_offsets[1:])
-        total = max(int(cap_offsets[-1]), 1)
-        bufs = (cuda.device_array(total, np.int64), cuda.device_array(total, np.float64),
-                cuda.device_array(total, np.float64), cuda.device_array(total, np.int64))
-        launch(cuda.to_device(cap_offsets), d_counts, *bufs)
-        counts = d_counts.copy_to_host()
-        if np.all(counts <= caps):
-            return (counts, cap_offsets) + tuple(b.copy_to_host() for b in bufs)
-        caps = counts.copy()  # a thread emitted more spikes than planned: exact sizes
+    d_counts = cuda.to_device(np.zeros(caps.size, dtype=np.int64))
+
+    def run(items, cap_offsets, counts, buffers):
+        d_bufs = tuple(cuda.device_array(max(b.size, 1), b.dtype) for b in buffers)
+        launch(items.size, cuda.to_device(items), cuda.to_device(cap_offsets), d_counts, *d_bufs)
+        d_counts.copy_to_host(counts)
+        for b, d in zip(buffers, d_bufs):
+            if b.size:
+                d.copy_to_host(b)
+
+    cap_offsets, counts, buffers = _sweep.run_planned(run, caps, _host_buffers)
+    return (counts, cap_offsets) + tuple(buffers)
 
 
 def scan_groups(groups, n_out: int, params, t_end: float, *, currents=None, group_run=None,
@@ -337,8 +347,8 @@ def scan_groups(groups, n_out: int, params, t_end: float, *, currents=None, grou
     d_eps, d_deps = cuda.to_device(eps_l), cuda.to_device(deps_l)
     caps = np.repeat(np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON), n_out)
 
-    def launch(d_cap, d_counts, o_row, o_time, o_slope, o_wstart):
-        _launch(_scan_kernel, caps.size, bool(dense), int(n_out), dev["group_times"],
+    def launch(n, d_items, d_cap, d_counts, o_row, o_time, o_slope, o_wstart):
+        _launch(_scan_kernel, n, d_items, bool(dense), int(n_out), dev["group_times"],
                 dev["group_offsets"], dev["interval_len"], d_em, d_es, d_eps, d_deps, d_cur, d_run,
                 dev["group_event_offsets"], dev["event_neuron"], dev["event_amp"], d_wt,
                 params.tau_m, params.tau_s, params.threshold, float(t_end), float(rtol),
@@ -370,8 +380,8 @@ def scan_units(ul, KT, params, t_end, rtol, max_iter):
             params.tau_m, params.tau_s, *factors)
     caps = np.repeat(np.minimum(np.diff(ul.unit_group_offsets), PLANNED_SPIKES_PER_NEURON), c_out)
 
-    def launch(d_cap, d_counts, o_row, o_time, o_slope, o_wstart):
-        _launch(_scan_units_kernel, caps.size, int(c_out), dev["unit_group_offsets"],
+    def launch(n, d_items, d_cap, d_counts, o_row, o_time, o_slope, o_wstart):
+        _launch(_scan_units_kernel, n, d_items, int(c_out), dev["unit_group_offsets"],
                 dev["group_times"], dev["group_entry_offsets"], dev["ent_event"], dev["ent_tap"],
                 dev["amplitudes"], d_kt, *factors, params.tau_m, params.tau_s, params.threshold,
                 float(t_end), float(rtol), int(max_iter), d_cap, d_counts, o_row, o_time, o_slope,

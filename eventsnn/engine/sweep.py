@@ -182,20 +182,20 @@ def _forget_skipped(V, R, skip):
 
 
 @njit(cache=True, parallel=True)
-def _scan(dense, group_times, group_offsets, interval_len, em, es, eps_l, deps_l, currents,
-          group_run, group_event_offsets, event_neuron, event_amp, WT, tau_m, tau_s, theta,
-          t_end, rtol, max_iter, V, R, skip, wstart, cand, cap_offsets, counts,
+def _scan(items, dense, group_times, group_offsets, interval_len, em, es, eps_l, deps_l,
+          currents, group_run, group_event_offsets, event_neuron, event_amp, WT, tau_m, tau_s,
+          theta, t_end, rtol, max_iter, V, R, skip, wstart, cand, cap_offsets, counts,
           o_row, o_neuron, o_time, o_slope, o_wstart):
-    """Forward of every sample (parallel over samples).
+    """Forward of the samples ``items`` (int64 sample indices; parallel over them).
 
     The input of group g is added to the traces either as the row
     ``currents[group_run[g]]`` of the (n_runs, n_out) currents (``dense``), or
     event by event, each event adding ``a_m W[:, j_m]`` (rows of ``WT``).
     The arrays of the unused path may be empty placeholders.
     """
-    n_samples = group_offsets.size - 1
     n_out = V.shape[1]
-    for s in prange(n_samples):
+    for q in prange(items.size):
+        s = items[q]
         g0 = group_offsets[s]
         g1 = group_offsets[s + 1]
         Vs, Rs, Ks, Ws, Cs = V[s], R[s], skip[s], wstart[s], cand[s]
@@ -238,13 +238,14 @@ def _unit_intervals(group_times, g0, g1, t_end, tau_m, tau_s, ilen, em, es, eps_
 
 
 @njit(cache=True, parallel=True)
-def _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+def _scan_units_blocked(units, chunk_units, unit_group_offsets, group_times, group_entry_offsets,
                         ent_event, ent_tap, amps, ev_m, ev_s, KT, tau_m, tau_s, theta, t_end,
                         rtol, max_iter, block, s_peak, eps_max, V, R, skip, wstart, pos, acc_m, acc_s,
                         ilen, em, es, eps_l, deps_l, cap_offsets, counts, o_row, o_neuron, o_time,
                         o_slope, o_wstart):
-    """Forward of every unit, ``block`` groups at a time (same results as
-    :func:`_scan_units` up to rounding; parallel over chunks of units).
+    """Forward of the units ``units`` (int64 unit indices), ``block`` groups at a time
+    (same results as :func:`_scan_units` up to rounding; parallel over chunks: chunk c
+    sweeps units[chunk_units[c]:chunk_units[c + 1]]).
 
     For a block of groups [A, B) of a unit (times t_A .. t_B, t_B the next group's
     time or t_end) every channel i first accumulates, over the block's entries
@@ -266,7 +267,8 @@ def _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entr
         Vc, Rc, Kc, Wc = V[c], R[c], skip[c], wstart[c]
         Pc, Mc, Sc = pos[c], acc_m[c], acc_s[c]
         Lc, EMc, ESc, EPc, DPc = ilen[c], em[c], es[c], eps_l[c], deps_l[c]
-        for u in range(chunk_units[c], chunk_units[c + 1]):
+        for q in range(chunk_units[c], chunk_units[c + 1]):
+            u = units[q]
             g0 = unit_group_offsets[u]
             n_g = unit_group_offsets[u + 1] - g0
             base = cap_offsets[u]
@@ -364,11 +366,12 @@ class BlockedScan:
         return cls(amps, amps * np.exp(kept / params.tau_m), amps * np.exp(kept / params.tau_s),
                    int(block), s_peak, eps_max, work)
 
-    def run(self, chunk_units, unit_group_offsets, group_times, group_entry_offsets, ent_event,
-            ent_tap, KT, params, t_end, rtol, max_iter, cap_offsets, counts, o_row, o_neuron,
-            o_time, o_slope, o_wstart):
-        """Call the kernel (rows and window starts of the spikes come out unit-relative)."""
-        _scan_units_blocked(chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+    def run(self, units, chunk_units, unit_group_offsets, group_times, group_entry_offsets,
+            ent_event, ent_tap, KT, params, t_end, rtol, max_iter, cap_offsets, counts, o_row,
+            o_neuron, o_time, o_slope, o_wstart):
+        """Call the kernel on ``units`` (rows and window starts of the spikes come out
+        unit-relative)."""
+        _scan_units_blocked(units, chunk_units, unit_group_offsets, group_times, group_entry_offsets,
                             ent_event, ent_tap, self.amps, self.ev_m, self.ev_s, KT, params.tau_m, params.tau_s, params.threshold,
                             float(t_end), float(rtol), int(max_iter), self.block, self.s_peak,
                             self.eps_max, *self.work, cap_offsets, counts, o_row, o_neuron, o_time,
@@ -976,6 +979,73 @@ def interval_decays(groups: EventGroups, params: NeuronParams):
     return em, es, eps_l, deps_l
 
 
+def csr_offsets(counts) -> np.ndarray:
+    """CSR offsets of per-item counts: int64 (n + 1,), item i owns [offsets[i], offsets[i + 1])."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def spike_buffers(total: int):
+    """Spike buffers of ``total`` slots: row (int64), neuron or channel (int64), time,
+    slope (float64), window start (int64)."""
+    return (np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total),
+            np.empty(total), np.empty(total, dtype=np.int64))
+
+
+def run_planned(run, caps, make_buffers=spike_buffers):
+    """Fill spike buffers planned per item (a sample, a unit, or a GPU thread).
+
+    ``run(items, cap_offsets, counts, buffers)`` sweeps the items ``items`` (int64
+    indices): the first spikes of item i, up to its capacity cap_offsets[i + 1] -
+    cap_offsets[i], go to that region of every buffer, and its spike count (all of them,
+    also those beyond the capacity) to ``counts[i]``. Items that emitted more spikes than
+    planned are swept a second time, alone, into regions of their exact size; the other
+    items keep their first sweep. An item's sweep does not depend on the others, so the
+    result is the one of sweeping every item with exact sizes -- and only the few items
+    that overflowed pay twice (a trained convolution fires more than planned at a
+    handful of its positions in almost every batch).
+
+    Parameters
+    ----------
+    run : callable
+    caps : int64 (n_items,) — planned capacities.
+    make_buffers : callable
+        ``make_buffers(total)`` returns the tuple of (host) buffers of ``total`` slots.
+
+    Returns
+    -------
+    (cap_offsets, counts, buffers) : item i's spikes are the first counts[i] slots from
+        cap_offsets[i] in every buffer.
+    """
+    caps = np.asarray(caps, dtype=np.int64)
+    n = caps.size
+    counts = np.zeros(n, dtype=np.int64)
+    offsets = csr_offsets(caps)
+    buffers = make_buffers(int(offsets[-1]))
+    if n:
+        run(np.arange(n, dtype=np.int64), offsets, counts, buffers)
+    over = counts > caps
+    if not over.any():
+        return offsets, counts, buffers
+    redo_offsets = csr_offsets(np.where(over, counts, 0))
+    redo = make_buffers(int(redo_offsets[-1]))
+    run(np.flatnonzero(over), redo_offsets, counts, redo)
+    # merge into compact regions, each item from the sweep that holds all its spikes
+    final = csr_offsets(counts)
+    item = np.repeat(np.arange(n, dtype=np.int64), counts)
+    rank = np.arange(int(final[-1]), dtype=np.int64) - final[item]
+    again = over[item]
+    first, second = np.flatnonzero(~again), np.flatnonzero(again)
+    src_first = offsets[item[first]] + rank[first]
+    src_second = redo_offsets[item[second]] + rank[second]
+    merged = make_buffers(int(final[-1]))
+    for out, a, b in zip(merged, buffers, redo):
+        out[first] = a[src_first]
+        out[second] = b[src_second]
+    return final, counts, merged
+
+
 def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: float, *,
                 currents=None, group_run=None, weight_t=None, rtol: float = CROSSING_RTOL,
                 max_iter: int = CROSSING_MAX_ITER, block: int = SCAN_BLOCK) -> Sweep:
@@ -986,7 +1056,7 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
     compiled ``_scan``) or ``weight_t`` = W^T (n_in, n_out) (sparse path: the blocked
     ``_scan_units_blocked``, ``block`` groups at a time, each sample a unit; with
     ``block=0`` the group-by-group ``_scan``). Spike buffers are planned per sample;
-    a sample that emits more spikes is re-run with exact sizes.
+    a sample that emits more spikes is re-run alone with exact sizes (:func:`run_planned`).
     """
     S = groups.group_offsets.size - 1
     dense = currents is not None
@@ -1001,33 +1071,25 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
         work = (np.zeros((S, n_out)), np.zeros((S, n_out)), np.zeros((S, n_out), dtype=np.bool_),
                 np.zeros((S, n_out), dtype=np.int64), np.zeros((S, n_out), dtype=np.bool_))
     else:  # units = samples, entries = events (the identity), taps = input neurons
-        chunk_units = np.arange(S + 1, dtype=np.int64)
         entries = np.arange(groups.event_amp.size, dtype=np.int64)
-    counts = np.zeros(S, dtype=np.int64)
-    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
-    while True:
-        cap_offsets = np.zeros(S + 1, dtype=np.int64)
-        np.cumsum(caps, out=cap_offsets[1:])
-        total = int(cap_offsets[-1])
-        o_row = np.empty(total, dtype=np.int64)
-        o_neuron = np.empty(total, dtype=np.int64)
-        o_time = np.empty(total)
-        o_slope = np.empty(total)
-        o_wstart = np.empty(total, dtype=np.int64)
-        if blocked is not None:
-            blocked.run(chunk_units, groups.group_offsets, groups.group_times,
-                        groups.group_event_offsets, entries, groups.event_neuron, weight_t, params,
-                        t_end, rtol, max_iter, cap_offsets, counts, o_row, o_neuron, o_time, o_slope,
-                        o_wstart)
-        elif n_out and S:
-            _scan(dense, groups.group_times, groups.group_offsets, groups.interval_len, em, es,
-                  eps_l, deps_l, currents, group_run, groups.group_event_offsets,
+
+    def run(items, cap_offsets, counts, buffers):
+        if not n_out:
+            return
+        if blocked is not None:  # one sample per chunk (workspace rows: S >= items)
+            blocked.run(items, np.arange(items.size + 1, dtype=np.int64), groups.group_offsets,
+                        groups.group_times, groups.group_event_offsets, entries,
+                        groups.event_neuron, weight_t, params, t_end, rtol, max_iter, cap_offsets,
+                        counts, *buffers)
+        else:
+            _scan(items, dense, groups.group_times, groups.group_offsets, groups.interval_len, em,
+                  es, eps_l, deps_l, currents, group_run, groups.group_event_offsets,
                   groups.event_neuron, groups.event_amp, weight_t, params.tau_m, params.tau_s,
                   params.threshold, float(t_end), float(rtol), int(max_iter), *work,
-                  cap_offsets, counts, o_row, o_neuron, o_time, o_slope, o_wstart)
-        if np.all(counts <= caps):
-            break
-        caps = counts.copy()  # a sample emitted more spikes than planned: re-run, exact sizes
+                  cap_offsets, counts, *buffers)
+
+    caps = np.minimum(np.diff(groups.group_offsets), PLANNED_SPIKES_PER_NEURON) * n_out + 16
+    cap_offsets, counts, (o_row, o_neuron, o_time, o_slope, o_wstart) = run_planned(run, caps)
     n_spk = int(counts.sum())
     sample = np.repeat(np.arange(S, dtype=np.int64), counts)
     if blocked is None:
@@ -1040,9 +1102,7 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
         take = take[np.lexsort((o_neuron[take], o_time[take], sample))]
         g0 = groups.group_offsets[sample]
         rows, wstart = o_row[take] + g0, o_wstart[take] + g0
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), offsets, n_out)
+    outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), csr_offsets(counts), n_out)
     return Sweep(outputs, sample, rows, wstart, o_slope[take], em, es, eps_l, deps_l)
 
 
