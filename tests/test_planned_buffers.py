@@ -6,7 +6,8 @@ spikes in order, nothing lost or duplicated, empty and zero-capacity items); and
 the real kernels -- the sparse convolution (blocked and group by group) and the
 dense layer (image currents and event path) give bit-identical records whether
 almost every item overflows its plan, a few do, or none does, and only the
-overflowing units are swept a second time.
+overflowing units are swept a second time. And the order of the collected spikes
+(``sweep.order_by_time``) against ``np.lexsort``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventsnn import NeuronParams, SpikeTrains
 from eventsnn.crossing import CROSSING_MAX_ITER, CROSSING_RTOL
@@ -189,3 +192,27 @@ def test_dense_identical_under_any_plan(monkeypatch, kind):
         np.testing.assert_array_equal(out_t.neurons, out_r.neurons)
         for name in ("out_sample", "out_row", "out_wstart", "out_slope"):
             np.testing.assert_array_equal(getattr(tight, name), getattr(roomy, name), err_msg=name)
+
+
+# ----------------------------------------------------------------------------------
+# order of the collected spikes: (sample, time, neuron) per sample in parallel
+# ----------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 4)), max_size=80),
+       st.integers(1, 5))
+def test_order_by_time_is_lexsort(events, n_samples):
+    """Against np.lexsort on small integer-valued times (many ties, even full ties of
+    time and neuron, which keep their index order as lexsort's stable sort does)."""
+    smp = np.array([min(e[0], n_samples - 1) for e in events], dtype=np.int64)
+    keep = np.argsort(smp, kind="stable")  # the samples must be contiguous
+    smp = smp[keep]
+    times = np.array([0.5 * e[1] for e in events], dtype=np.float64)[keep]
+    neurons = np.array([e[2] for e in events], dtype=np.int64)[keep]
+    offsets = sweep.csr_offsets(np.bincount(smp, minlength=n_samples))
+    got = sweep.order_by_time(offsets, times, neurons)
+    np.testing.assert_array_equal(got, np.lexsort((neurons, times, smp)))
+
+
+def test_order_by_time_refuses_foreign_offsets():
+    with pytest.raises(ValueError, match="CSR offsets"):
+        sweep.order_by_time(np.array([0, 2]), np.zeros(3), np.zeros(3, dtype=np.int64))

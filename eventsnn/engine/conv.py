@@ -119,7 +119,9 @@ from .sweep import (
     _sweep_interval,
     _unit_intervals,
     group_events,
+    csr_offsets,
     group_inputs,
+    order_by_time,
     run_planned,
     scan_groups,
 )
@@ -782,11 +784,10 @@ def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_un
     neuron = chan * P + unit % P
     sample = unit // P
     times = o_time[take]
-    order = np.lexsort((neuron, times, sample))
+    offsets = csr_offsets(np.bincount(sample, minlength=S))  # units, hence samples, in order
+    order = order_by_time(offsets, times, neuron)
     take, unit, chan, neuron, sample, times = (a[order] for a in (take, unit, chan, neuron, sample, times))
     g0 = ul.unit_group_offsets[unit]
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sample, minlength=S), out=offsets[1:])
     outputs = SpikeTrains(times, neuron, np.ones(n_spk), offsets, geom.n_out)
     return ConvRecord(
         params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,

@@ -357,10 +357,9 @@ def scan_groups(groups, n_out: int, params, t_end: float, *, currents=None, grou
     counts, cap_offsets, o_row, o_time, o_slope, o_wstart = _run_planned(launch, caps)
     region, take = _collect(counts, cap_offsets)
     sample, neuron, times = region // max(n_out, 1), region % max(n_out, 1), o_time[take]
-    order = np.lexsort((neuron, times, sample))
+    offsets = _sweep.csr_offsets(np.bincount(sample, minlength=S))  # threads in sample order
+    order = _sweep.order_by_time(offsets, times, neuron)
     take, sample, neuron, times = take[order], sample[order], neuron[order], times[order]
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sample, minlength=S), out=offsets[1:])
     outputs = SpikeTrains(times, neuron, np.ones(times.size), offsets, n_out)
     return Sweep(outputs, sample, o_row[take], o_wstart[take], o_slope[take], em, es, eps_l, deps_l)
 

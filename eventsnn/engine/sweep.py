@@ -1099,7 +1099,7 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
     else:  # blocks emit channel by channel: sort by time, then neuron; rows were sample-relative
         first = np.cumsum(counts) - counts
         take = cap_offsets[sample] + (np.arange(n_spk, dtype=np.int64) - first[sample])
-        take = take[np.lexsort((o_neuron[take], o_time[take], sample))]
+        take = take[order_by_time(csr_offsets(counts), o_time[take], o_neuron[take])]
         g0 = groups.group_offsets[sample]
         rows, wstart = o_row[take] + g0, o_wstart[take] + g0
     outputs = SpikeTrains(o_time[take], o_neuron[take], np.ones(n_spk), csr_offsets(counts), n_out)
@@ -1242,6 +1242,60 @@ def _counting_sort(keys, offsets, order):
         k = keys[q]
         order[cursor[k]] = q
         cursor[k] += 1
+
+
+@njit(cache=True, parallel=True)
+def _order_by_time(offsets, times, neurons, order):
+    """order[a:b] = a + the argsort of sample s's slice [a, b) = [offsets[s], offsets[s + 1])
+    by (time, neuron, index): a quicksort of the times, then each run of equal times put
+    in (neuron, index) order by insertion (runs are short). Parallel over samples."""
+    for s in prange(offsets.size - 1):
+        a = offsets[s]
+        n = offsets[s + 1] - a
+        loc = np.argsort(times[a:a + n])
+        i = 0
+        while i < n:
+            t = times[a + loc[i]]
+            j = i + 1
+            while j < n and times[a + loc[j]] == t:
+                j += 1
+            for p in range(i + 1, j):  # insertion sort of the tie run [i, j)
+                q = loc[p]
+                key = neurons[a + q]
+                r = p - 1
+                while r >= i and (neurons[a + loc[r]] > key or
+                                  (neurons[a + loc[r]] == key and loc[r] > q)):
+                    loc[r + 1] = loc[r]
+                    r -= 1
+                loc[r + 1] = q
+            i = j
+        for p in range(n):
+            order[a + p] = a + loc[p]
+
+
+def order_by_time(offsets, times, neurons) -> np.ndarray:
+    """The order of events (sample, time, neuron) when every sample's events are contiguous.
+
+    Parameters
+    ----------
+    offsets : int64 (n_samples + 1,) — sample s owns events [offsets[s], offsets[s + 1]).
+    times : float64 (n_events,)
+    neurons : int64 (n_events,)
+
+    Returns
+    -------
+    order : int64 (n_events,)
+        The permutation that ``np.lexsort((neurons, times, samples))`` gives (stable:
+        full ties keep their index order), found per sample in parallel.
+    """
+    times = np.ascontiguousarray(times, dtype=np.float64)
+    neurons = np.ascontiguousarray(neurons, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if offsets.size < 1 or offsets[0] != 0 or offsets[-1] != times.size or neurons.size != times.size:
+        raise ValueError("offsets must be CSR offsets over all the events, one neuron per time")
+    order = np.empty(times.size, dtype=np.int64)
+    _order_by_time(offsets, times, neurons, order)
+    return order
 
 
 def _by_neuron(neurons: np.ndarray, n_out: int):
