@@ -128,7 +128,8 @@ def main(argv=None):
     nets = []
     for path in args.checkpoint:
         ck = load_checkpoint(path)
-        nets.append(Timed(f"{path} (epoch {ck.epoch})", ck.config, ck.network))
+        what = f"average of {len(ck.averaged_from)}" if ck.averaged_from else f"epoch {ck.epoch}"
+        nets.append(Timed(f"{path} ({what})", ck.config, ck.network))
     if args.init or not nets:
         cfg = nets[0].cfg if nets else TrainConfig(arch=args.arch, pool=args.pool)
         nets.append(fresh(cfg, x))
