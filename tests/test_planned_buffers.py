@@ -213,6 +213,18 @@ def test_order_by_time_is_lexsort(events, n_samples):
     np.testing.assert_array_equal(got, np.lexsort((neurons, times, smp)))
 
 
+def test_order_by_time_long_tie_runs():
+    """Hundreds of events at one time (neurons with identical inputs), with repeated
+    neurons: the long-run branch against np.lexsort."""
+    rng = np.random.default_rng(8)
+    counts = np.array([0, 700, 1, 300])
+    smp = np.repeat(np.arange(4), counts)
+    times = rng.choice([0.25, 1.0, 3.5], smp.size, p=[0.6, 0.3, 0.1])
+    neurons = rng.integers(0, 60, smp.size)
+    got = sweep.order_by_time(sweep.csr_offsets(counts), times, neurons)
+    np.testing.assert_array_equal(got, np.lexsort((neurons, times, smp)))
+
+
 def test_order_by_time_refuses_foreign_offsets():
     with pytest.raises(ValueError, match="CSR offsets"):
         sweep.order_by_time(np.array([0, 2]), np.zeros(3), np.zeros(3, dtype=np.int64))

@@ -1248,7 +1248,8 @@ def _counting_sort(keys, offsets, order):
 def _order_by_time(offsets, times, neurons, order):
     """order[a:b] = a + the argsort of sample s's slice [a, b) = [offsets[s], offsets[s + 1])
     by (time, neuron, index): a quicksort of the times, then each run of equal times put
-    in (neuron, index) order by insertion (runs are short). Parallel over samples."""
+    in (neuron, index) order -- by insertion when short, else by a sort of the indices
+    and a stable (merge) sort of their neurons. Parallel over samples."""
     for s in prange(offsets.size - 1):
         a = offsets[s]
         n = offsets[s + 1] - a
@@ -1259,15 +1260,19 @@ def _order_by_time(offsets, times, neurons, order):
             j = i + 1
             while j < n and times[a + loc[j]] == t:
                 j += 1
-            for p in range(i + 1, j):  # insertion sort of the tie run [i, j)
-                q = loc[p]
-                key = neurons[a + q]
-                r = p - 1
-                while r >= i and (neurons[a + loc[r]] > key or
-                                  (neurons[a + loc[r]] == key and loc[r] > q)):
-                    loc[r + 1] = loc[r]
-                    r -= 1
-                loc[r + 1] = q
+            if j - i > 16:  # a long tie run (identical inputs): index order, then stable by neuron
+                run = np.sort(loc[i:j])
+                loc[i:j] = run[np.argsort(neurons[a + run], kind="mergesort")]
+            else:
+                for p in range(i + 1, j):  # insertion sort of the short tie run [i, j)
+                    q = loc[p]
+                    key = neurons[a + q]
+                    r = p - 1
+                    while r >= i and (neurons[a + loc[r]] > key or
+                                      (neurons[a + loc[r]] == key and loc[r] > q)):
+                        loc[r + 1] = loc[r]
+                        r -= 1
+                    loc[r + 1] = q
             i = j
         for p in range(n):
             order[a + p] = a + loc[p]
