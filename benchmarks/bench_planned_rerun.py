@@ -11,11 +11,14 @@ that layer's sweep.
 This times the forward of a checkpoint's convolution layer (default: the third
 layer, 40C5) on batches of real MNIST images, with the shipped helper and with
 the whole-batch re-run (written out here, the same kernels), taking turns batch
-by batch in one process, and checks that both give the same spikes.
+by batch in one process, and checks that both give the same spikes. With
+``--step`` it times whole training steps instead (forward, loss, backward, AdamW,
+as ``bench_layers.py``; the two plans take turns on one network).
 
 Usage::
 
     python benchmarks/bench_planned_rerun.py CHECKPOINT [--layer 2] [--batches 10] [--data-dir data]
+    python benchmarks/bench_planned_rerun.py CHECKPOINT --step [--batches 6]
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 
 import numba
 import numpy as np
+from bench_layers import Timed  # this directory is on sys.path when run as a script
+from threadpoolctl import threadpool_limits
 
 from eventsnn.checkpoint import load_checkpoint
 from eventsnn.datasets import load_dataset
@@ -46,18 +51,44 @@ def rerun_whole_batch(run, caps, make_buffers=spike_buffers):
         caps = counts.copy()
 
 
+def time_steps(args, cfg, net, x, y, rng, plans):
+    """Whole training steps of the network under each plan, taking turns (the order
+    alternating batch by batch)."""
+    timed = Timed(args.checkpoint, cfg, net)
+    spent = dict.fromkeys(plans, 0.0)
+    names = list(plans)
+    with threadpool_limits(1, user_api="blas"):
+        for b in range(args.batches + 1):  # batch 0 compiles / warms up, not counted
+            idx = rng.integers(0, len(y), cfg.batch_size)
+            for name in (names if b % 2 else names[::-1]):
+                C.run_planned = plans[name]
+                t0 = time.perf_counter()
+                timed.step(x[idx], y[idx], count=False)
+                if b:
+                    spent[name] += time.perf_counter() - t0
+    C.run_planned = run_planned
+    n = args.batches * cfg.batch_size
+    print(f"{args.checkpoint}: whole training steps, {n} samples per plan, "
+          f"numba threads {numba.get_num_threads()}")
+    for name, s in spent.items():
+        print(f"re-run {name:24s} {1e3 * s / n:8.2f} ms / sample (training step)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--layer", type=int, default=2, help="index of the convolution layer (default 2)")
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--step", action="store_true", help="time whole training steps")
     args = ap.parse_args(argv)
     ck = load_checkpoint(args.checkpoint)
     cfg, net = ck.config, ck.network
-    x, _ = load_dataset("mnist", "train", args.data_dir)
+    x, y = load_dataset("mnist", "train", args.data_dir)
     rng = np.random.default_rng(0)
     plans = {"only overflowing units": run_planned, "whole batch": rerun_whole_batch}
+    if args.step:
+        return time_steps(args, cfg, net, x, y, rng, plans)
     spent = dict.fromkeys(plans, 0.0)
     over_batches = over_units = n = 0
     for b in range(args.batches + 1):  # batch 0 compiles / warms up, not counted
