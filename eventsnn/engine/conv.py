@@ -118,6 +118,7 @@ from .sweep import (
     _step_back,
     _sweep_interval,
     _unit_intervals,
+    collect_slots,
     csr_offsets,
     group_events,
     group_inputs,
@@ -777,9 +778,7 @@ def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_un
     cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart = scan_units(
         ul, KT, params, t_end, rtol, max_iter)
     n_spk = int(counts.sum())
-    unit = np.repeat(np.arange(U, dtype=np.int64), counts)
-    first = np.cumsum(counts) - counts
-    take = cap_offsets[unit] + (np.arange(n_spk, dtype=np.int64) - first[unit])
+    unit, take = collect_slots(counts, cap_offsets)
     chan = o_chan[take]
     neuron = chan * P + unit % P
     sample = unit // P

@@ -290,15 +290,6 @@ def _placeholder(dtype=np.float64, ndim=1):
     return cuda.to_device(np.zeros((1,) * ndim, dtype=dtype))
 
 
-def _collect(counts, cap_offsets):
-    """Thread (region) and buffer slot of every spike, threads in order."""
-    n_spk = int(counts.sum())
-    region = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    first = np.cumsum(counts) - counts
-    take = cap_offsets[region] + (np.arange(n_spk, dtype=np.int64) - first[region])
-    return region, take
-
-
 def _host_buffers(total: int):
     """Host copies of a launch's spike buffers: o_row, o_time, o_slope, o_wstart."""
     return (np.empty(total, dtype=np.int64), np.empty(total), np.empty(total),
@@ -355,7 +346,7 @@ def scan_groups(groups, n_out: int, params, t_end: float, *, currents=None, grou
                 int(max_iter), d_cap, d_counts, o_row, o_time, o_slope, o_wstart)
 
     counts, cap_offsets, o_row, o_time, o_slope, o_wstart = _run_planned(launch, caps)
-    region, take = _collect(counts, cap_offsets)
+    region, take = _sweep.collect_slots(counts, cap_offsets)
     sample, neuron, times = region // max(n_out, 1), region % max(n_out, 1), o_time[take]
     offsets = _sweep.csr_offsets(np.bincount(sample, minlength=S))  # threads in sample order
     order = _sweep.order_by_time(offsets, times, neuron)
@@ -387,7 +378,7 @@ def scan_units(ul, KT, params, t_end, rtol, max_iter):
                 o_wstart)
 
     counts, cap_offsets, o_row, o_time, o_slope, o_wstart = _run_planned(launch, caps)
-    region, take = _collect(counts, cap_offsets)
+    region, take = _sweep.collect_slots(counts, cap_offsets)
     unit_counts = counts.reshape(U, c_out).sum(axis=1) if U else np.zeros(0, dtype=np.int64)
     unit_offsets = np.zeros(U + 1, dtype=np.int64)
     np.cumsum(unit_counts, out=unit_offsets[1:])

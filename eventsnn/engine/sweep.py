@@ -986,6 +986,14 @@ def csr_offsets(counts) -> np.ndarray:
     return offsets
 
 
+def collect_slots(counts, cap_offsets):
+    """(item, slot) of every collected spike, items in order: item i's spikes are the first
+    counts[i] slots from cap_offsets[i]."""
+    item = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    return item, cap_offsets[item] + (np.arange(int(counts.sum()), dtype=np.int64) - first[item])
+
+
 def spike_buffers(total: int):
     """Spike buffers of ``total`` slots: row (int64), neuron or channel (int64), time,
     slope (float64), window start (int64)."""
@@ -1032,18 +1040,14 @@ def run_planned(run, caps, make_buffers=spike_buffers):
     redo = make_buffers(int(redo_offsets[-1]))
     run(np.flatnonzero(over), redo_offsets, counts, redo)
     # merge into compact regions, each item from the sweep that holds all its spikes
-    final = csr_offsets(counts)
-    item = np.repeat(np.arange(n, dtype=np.int64), counts)
-    rank = np.arange(int(final[-1]), dtype=np.int64) - final[item]
+    item, src_first = collect_slots(counts, offsets)
+    _, src_second = collect_slots(counts, redo_offsets)
     again = over[item]
-    first, second = np.flatnonzero(~again), np.flatnonzero(again)
-    src_first = offsets[item[first]] + rank[first]
-    src_second = redo_offsets[item[second]] + rank[second]
-    merged = make_buffers(int(final[-1]))
+    merged = make_buffers(item.size)
     for out, a, b in zip(merged, buffers, redo):
-        out[first] = a[src_first]
-        out[second] = b[src_second]
-    return final, counts, merged
+        out[~again] = a[src_first[~again]]
+        out[again] = b[src_second[again]]
+    return csr_offsets(counts), counts, merged
 
 
 def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: float, *,
@@ -1097,8 +1101,7 @@ def scan_groups(groups: EventGroups, n_out: int, params: NeuronParams, t_end: fl
         _sort_spikes(cap_offsets, counts, o_row, o_time, take)
         rows, wstart = o_row[take], o_wstart[take]
     else:  # blocks emit channel by channel: sort by time, then neuron; rows were sample-relative
-        first = np.cumsum(counts) - counts
-        take = cap_offsets[sample] + (np.arange(n_spk, dtype=np.int64) - first[sample])
+        _, take = collect_slots(counts, cap_offsets)
         take = take[order_by_time(csr_offsets(counts), o_time[take], o_neuron[take])]
         g0 = groups.group_offsets[sample]
         rows, wstart = o_row[take] + g0, o_wstart[take] + g0
