@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment, encode
+from .allocator import keep_freed_memory
 from .checkpoint import build_network, init_from_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUME_MAY_CHANGE, TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
@@ -354,7 +355,13 @@ def train(config: TrainConfig, out_dir, *, train_data, test_data, dataset_checks
     -------
     dict
         The metrics history and the final test metrics.
+
+    Notes
+    -----
+    Calls :func:`eventsnn.allocator.keep_freed_memory`: glibc keeps freed memory
+    in the process between steps (fewer page faults; same results).
     """
+    keep_freed_memory()
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.h5"
     (x_train, y_train), validation = split_validation(train_data, config.validation)

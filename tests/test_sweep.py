@@ -565,3 +565,17 @@ def test_by_neuron_is_the_stable_argsort(keys):
     offsets, order = sweep._by_neuron(k, 10)
     np.testing.assert_array_equal(order, np.argsort(k, kind="stable"))
     np.testing.assert_array_equal(np.diff(offsets), np.bincount(k, minlength=10))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 300), st.integers(0, 2**31))
+def test_prop_take_is_fancy_indexing(n, m, seed):
+    """sweep.take gathers like ``a[idx]`` for every dtype it is used with, strided input too."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, m)
+    arrays = (rng.normal(size=2 * n)[::2], rng.integers(-5, 5, n), rng.integers(0, 3, n).astype(np.int8),
+              rng.normal(size=n) > 0)
+    got = sweep.take(arrays, idx)
+    for a, g in zip(arrays, got):
+        assert g.dtype == a.dtype and g.flags.c_contiguous
+        np.testing.assert_array_equal(g, a[idx])

@@ -439,3 +439,31 @@ def test_prop_cover_and_fabricated_windows(geom, seed):
     old, new = both(rec, GradParams(kernel=kernel), spikes, grad, recompute=bool(seed % 3 == 0),
                     min_slope=0.25)
     assert_agree(old, new, rtol=4 * RTOL)
+
+
+@st.composite
+def _unit_windows(draw):
+    """Spikes of a few units with increasing entry ranges, windows [eo, ec) inside their
+    unit's range (many equal starts and ends), some empty."""
+    sizes = draw(st.lists(st.integers(0, 6), min_size=1, max_size=8))
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = draw(st.integers(0, 60))
+    units = np.array(draw(st.lists(st.integers(0, len(sizes) - 1), min_size=n, max_size=n)), dtype=np.int64)
+    pick = np.array(draw(st.lists(st.floats(0, 1), min_size=2 * n, max_size=2 * n))).reshape(n, 2)
+    lo, hi = bounds[units], bounds[units + 1]
+    a = lo + np.floor(pick[:, 0] * (hi - lo + 1)).astype(np.int64).clip(0, hi - lo)
+    b = lo + np.floor(pick[:, 1] * (hi - lo + 1)).astype(np.int64).clip(0, hi - lo)
+    return units, np.minimum(a, b), np.maximum(a, b), len(sizes)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_unit_windows())
+def test_prop_window_orders_are_the_stable_argsorts(case):
+    """window_orders (counting sort by unit, then per unit in parallel) gives exactly the
+    stable argsorts by window start and by window end that the walks were written for."""
+    units, eo, ec, n_units = case
+    live = np.flatnonzero(ec > eo)
+    offsets, open_order, close_order = ub.window_orders(units, live, eo, ec, n_units)
+    np.testing.assert_array_equal(open_order, live[np.argsort(eo[live], kind="stable")])
+    np.testing.assert_array_equal(close_order, live[np.argsort(ec[live], kind="stable")])
+    np.testing.assert_array_equal(np.diff(offsets), np.bincount(units[live], minlength=n_units))

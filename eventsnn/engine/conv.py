@@ -125,6 +125,7 @@ from .sweep import (
     order_by_time,
     run_planned,
     scan_groups,
+    take,
 )
 
 #: ``path="auto"`` takes the dense (BLAS) path when the input groups reach, on
@@ -778,21 +779,20 @@ def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_un
     cap_offsets, counts, o_row, o_chan, o_time, o_slope, o_wstart = scan_units(
         ul, KT, params, t_end, rtol, max_iter)
     n_spk = int(counts.sum())
-    unit, take = collect_slots(counts, cap_offsets)
-    chan = o_chan[take]
+    unit, slot = collect_slots(counts, cap_offsets)
+    chan, times = take((o_chan, o_time), slot)
     neuron = chan * P + unit % P
     sample = unit // P
-    times = o_time[take]
     offsets = csr_offsets(np.bincount(sample, minlength=S))  # units, hence samples, in order
     order = order_by_time(offsets, times, neuron)
-    take, unit, chan, neuron, sample, times = (a[order] for a in (take, unit, chan, neuron, sample, times))
+    slot, unit, chan, neuron, sample, times = take((slot, unit, chan, neuron, sample, times), order)
+    row, wstart, slope = take((o_row, o_wstart, o_slope), slot)
     g0 = ul.unit_group_offsets[unit]
     outputs = SpikeTrains(times, neuron, np.ones(n_spk), offsets, geom.n_out)
     return ConvRecord(
         params=params, t_end=t_end, geometry=geom, weight=K, n_in_events=inputs.n_events,
-        outputs=outputs, out_sample=sample, out_row=o_row[take] + g0,
-        out_wstart=o_wstart[take] + g0, out_slope=o_slope[take], units=ul, out_unit=unit,
-        out_channel=chan,
+        outputs=outputs, out_sample=sample, out_row=row + g0, out_wstart=wstart + g0,
+        out_slope=slope, units=ul, out_unit=unit, out_channel=chan,
     )
 
 
@@ -1192,14 +1192,14 @@ def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
     smp = np.repeat(np.arange(S, dtype=np.int64), counts)
     offsets = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    take = inputs.offsets[smp] + (np.arange(n_out, dtype=np.int64) - offsets[smp])
+    slot = inputs.offsets[smp] + (np.arange(n_out, dtype=np.int64) - offsets[smp])
     new_index = np.full(n, -1, dtype=np.int64)
-    new_index[take] = np.arange(n_out, dtype=np.int64)
+    new_index[slot] = np.arange(n_out, dtype=np.int64)
     valid = pool_of >= 0
     pool_of = np.where(valid, new_index[np.where(valid, pool_of, 0)], -1)
-    amp = o_amp[take] if kind == "max" else o_amp[take] / (geom.k * geom.k)
-    outputs = SpikeTrains(o_time[take], o_neuron[take], amp, offsets, geom.n_out)
-    return outputs, PoolRecord(kind, geom, outputs, pool_of, o_count[take])
+    amp = o_amp[slot] if kind == "max" else o_amp[slot] / (geom.k * geom.k)
+    outputs = SpikeTrains(o_time[slot], o_neuron[slot], amp, offsets, geom.n_out)
+    return outputs, PoolRecord(kind, geom, outputs, pool_of, o_count[slot])
 
 
 def pool_backward(record: PoolRecord, grad_out) -> PoolGrads:

@@ -986,6 +986,30 @@ def csr_offsets(counts) -> np.ndarray:
     return offsets
 
 
+@njit(cache=True, parallel=True)
+def _take(src, idx, out):
+    for q in prange(idx.size):
+        out[q] = src[idx[q]]
+
+
+def take(arrays, idx) -> tuple:
+    """``tuple(np.asarray(a)[idx] for a in arrays)``, contiguous, gathered in parallel.
+
+    Parameters
+    ----------
+    arrays : sequence of 1-D arrays (numeric)
+    idx : int64 (m,) — indices, each in range of every array.
+    """
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    out = []
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        r = np.empty(idx.size, dtype=a.dtype)
+        _take(a, idx, r)
+        out.append(r)
+    return tuple(out)
+
+
 def collect_slots(counts, cap_offsets):
     """(item, slot) of every collected spike, items in order: item i's spikes are the first
     counts[i] slots from cap_offsets[i]."""
@@ -1328,8 +1352,7 @@ def _backward_dense_path(record, gp, spikes, grad, recompute, min_slope, max_dt_
         # the kernel walks the spikes neuron by neuron: hand it their data in that order
         # (contiguous reads; the same arithmetic in the same order as indexing through by_neuron)
         in_order = np.arange(tms.size, dtype=np.int64)
-        smp, rows, tms, slope, wstart, grad = (np.ascontiguousarray(np.asarray(a)[by_neuron])
-                                               for a in (smp, rows, tms, slope, wstart, grad))
+        smp, rows, tms, slope, wstart, grad = take((smp, rows, tms, slope, wstart, grad), by_neuron)
         sorted_flags = np.zeros(tms.size, dtype=np.int8)
         _backward_dense(g.group_times, g.group_offsets, record.em, record.es, eg, currents_t,
                         record.group_run, neuron_offsets, in_order, smp, rows, tms, slope,

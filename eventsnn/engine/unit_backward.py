@@ -76,10 +76,10 @@ from .conv import _backward_units_path, _chunks, _reach
 from .sweep import _spike_factors, _window_end
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _window_ends(units, rows, tms, group_times, unit_group_offsets, we):
     """we[q] = one past the last group of the window of spike q (absolute group index)."""
-    for q in range(tms.size):
+    for q in prange(tms.size):
         we[q] = _window_end(group_times, unit_group_offsets, units[q], rows[q], tms[q])
 
 
@@ -369,6 +369,33 @@ def _windows_overlap(open_order, chans, eo, ec, last_end):
     return False
 
 
+def window_orders(units, live, eo, ec, n_units: int):
+    """The live spikes' windows grouped by unit, in order of start and of end.
+
+    Parameters
+    ----------
+    units : int64 (n,) — unit of every spike.
+    live : int64 (n_live,) — increasing indices of the spikes with a non-empty window.
+    eo, ec : int64 (n,) — window entry ranges [eo, ec) (units own increasing entry ranges).
+    n_units : int
+
+    Returns
+    -------
+    spike_offsets : int64 (n_units + 1,) — unit u owns positions [.., ..) of both orders.
+    open_order, close_order : int64 (n_live,)
+        Spike indices by (unit, eo, index) and by (unit, ec, index): equal to
+        ``live[np.argsort(eo[live], kind="stable")]`` (resp. ``ec``), since a unit's
+        entries precede the next unit's; found by a counting sort by unit, then
+        per unit in parallel (:func:`eventsnn.engine.sweep.order_by_time`).
+    """
+    spike_offsets, by_unit = _sweep._by_neuron(units[live], n_units)
+    grouped = live[by_unit]
+    ties = np.zeros(live.size, dtype=np.int64)
+    open_order = grouped[_sweep.order_by_time(spike_offsets, eo[grouped], ties)]
+    close_order = grouped[_sweep.order_by_time(spike_offsets, ec[grouped], ties)]
+    return spike_offsets, open_order, close_order
+
+
 def units_path_buffers(record, need_input: bool):
     """Fresh inputs and accumulators of a units path for a sparse-path record, as
     :func:`eventsnn.engine.conv.conv_backward` makes them: (KT (n_taps, C_out), dKT_c
@@ -433,14 +460,10 @@ def backward_units_path(record, gp, spikes, grad, recompute, min_slope, max_dt_d
     ec = np.zeros(n, dtype=np.int64)
     eo[live] = ul.group_entry_offsets[wstart[live]]
     ec[live] = ul.group_entry_offsets[we[live]]
-    # units own increasing entry ranges: sorting by eo (ec) sorts by unit, then start (end)
-    open_order = live[np.argsort(eo[live], kind="stable")]
-    close_order = live[np.argsort(ec[live], kind="stable")]
+    spike_offsets, open_order, close_order = window_orders(units, live, eo, ec, U)
     c_out, n_taps = KT.shape[1], KT.shape[0]
     if _windows_overlap(open_order, chans, eo, ec, np.zeros(c_out, dtype=np.int64)):
         return _backward_units_path(*args)
-    spike_offsets = np.zeros(U + 1, dtype=np.int64)
-    np.cumsum(np.bincount(units[live], minlength=U), out=spike_offsets[1:])
     nc = dKT_c.shape[0]
     chunk_units = np.linspace(0, U, nc + 1).round().astype(np.int64)
     ev = np.zeros((ul.amplitudes.size, 5))
