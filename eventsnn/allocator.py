@@ -19,8 +19,9 @@ between steps; the arithmetic does not change (bit-identical results).
 Called by :func:`eventsnn.train.train` and by every ``eventsnn`` command. It does
 nothing where the C library is not glibc, or when the user set glibc's malloc
 tunables in the environment (``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` with
-``glibc.malloc``): the user's choice wins. Dask workers started by eventsnn get
-their own settings before they start (``eventsnn.distributed.WORKER_MALLOC``).
+``glibc.malloc``): the user's choice wins. Local Dask workers started by
+eventsnn get the same settings as environment variables before they start
+(:data:`MALLOC_ENVIRONMENT`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import sys
 #: Blocks up to this size come from the heap, and freed memory up to this size
 #: stays in the process (bytes).
 KEEP_BYTES = 1 << 30
+#: The same settings as environment variables, for processes that eventsnn starts
+#: (local Dask workers: ``eventsnn.distributed.WORKER_MALLOC``); glibc reads them at start.
+MALLOC_ENVIRONMENT = {"MALLOC_TRIM_THRESHOLD_": str(KEEP_BYTES), "MALLOC_MMAP_THRESHOLD_": str(KEEP_BYTES)}
 #: mallopt parameters (glibc malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3

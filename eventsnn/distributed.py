@@ -61,16 +61,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .allocator import MALLOC_ENVIRONMENT
 from .train import piece_bounds
 
 #: How long ``connect`` waits for a scheduler.
 CONNECT_TIMEOUT = "20s"
-#: glibc malloc settings of local workers (set before they start). Dask's default
+#: glibc malloc settings of local workers (set before they start): those of
+#: :func:`eventsnn.allocator.keep_freed_memory`. Dask's default
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` also freezes the mmap threshold at 128 KiB, so every
 #: large temporary array of a training step is a fresh mmap: about 10 000 minor page
-#: faults per 784-800 step of 50 samples; with these, 4-9 (docs/performance.md).
-#: Freed memory up to 256 MiB stays in the worker.
-WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+#: faults per 784-800 step of 50 samples; with kept memory, 4-9 (docs/performance.md).
+WORKER_MALLOC = MALLOC_ENVIRONMENT
 
 
 class DistributedUnavailable(ValueError):
