@@ -393,15 +393,53 @@ def plot_curves(runs, out, labels, title):
         raise click.UsageError(f"--label given {len(labels)} times for {len(runs)} runs")
     data = {}
     for k, run in enumerate(runs):
-        path = run / "metrics.json" if run.is_dir() else run
-        try:
-            hist = json.loads(path.read_text())["history"]
-        except FileNotFoundError:
-            raise click.UsageError(f"{path}: no such metrics file") from None
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise click.UsageError(f"{path}: not an eventsnn metrics.json") from None
+        _, hist = _run_history(run)
         data[labels[k] if labels else (run.name if run.is_dir() else run.parent.name)] = hist
     click.echo(f"wrote {plot_training_curves(data, out, title=title)}")
+
+
+def _run_history(run: Path) -> tuple[Path, list]:
+    """(metrics path, history) of a run directory or metrics.json file; UsageError if unreadable."""
+    path = run / "metrics.json" if run.is_dir() else run
+    try:
+        return path, json.loads(path.read_text())["history"]
+    except FileNotFoundError:
+        raise click.UsageError(f"{path}: no such metrics file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise click.UsageError(f"{path}: not an eventsnn metrics.json") from None
+
+
+@plot.command("cost")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output PNG.")
+@click.option("--target-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Draw this epoch time as a line.")
+@click.option("--title", default=None, help="Default: the run's name and architecture.")
+def plot_cost(run, out, target_minutes, title):
+    """Training-pass time and spikes per neuron of every layer, per epoch, of a RUN
+    (a run directory or its metrics.json). Layers are named from the run's checkpoint.h5."""
+    from eventsnn.plot import plot_training_cost
+
+    path, hist = _run_history(run)
+    names = None
+    ckpt = path.parent / "checkpoint.h5"
+    if ckpt.exists():
+        from eventsnn.checkpoint import load_checkpoint
+        from eventsnn.inspect import layer_name
+
+        net = load_checkpoint(ckpt).network
+        names = [layer_name(net, i).split(" -> ")[0] for i in range(len(net.layers))]
+        if hist and len(hist[-1].get("spikes_per_neuron", ())) != len(names):
+            names = None
+    try:
+        arch = json.loads(path.read_text())["config"]["arch"]
+    except (KeyError, TypeError):
+        arch = "?"
+    title = title or f"{path.parent.name}: {arch}"
+    written = plot_training_cost(hist, out, layer_names=names, title=title,
+                                 target_seconds=None if target_minutes is None else 60 * target_minutes)
+    click.echo(f"wrote {written}")
 
 
 @plot.command("augment")

@@ -38,6 +38,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_training_curves(runs: dict, path, *, title: str = "Training curves") -> Path:
     """Plot train loss, train and test accuracy per epoch.
 
@@ -88,10 +98,67 @@ def plot_training_curves(runs: dict, path, *, title: str = "Training curves") ->
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
+
+
+def plot_training_cost(history: list, path, *, layer_names=None, target_seconds: float | None = None,
+                       title: str = "Cost per epoch") -> Path:
+    """Plot what each epoch of one run cost: its training-pass time and every layer's
+    spikes per neuron (the cost of the exact engine follows the spike counts).
+
+    Parameters
+    ----------
+    history : list of dict
+        ``metrics.json["history"]``: entries with ``epoch``, ``epoch_seconds`` (s) and
+        ``spikes_per_neuron`` (one float per layer, training samples).
+    path : str or os.PathLike
+        Output PNG.
+    layer_names : sequence of str, optional
+        One per layer (default "layer 1", ...).
+    target_seconds : float, optional
+        Draw this epoch time as a horizontal line (s).
+    title : str
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    rows = [h for h in history if "epoch_seconds" in h and "spikes_per_neuron" in h]
+    if not rows:
+        raise ValueError("no epoch with epoch_seconds and spikes_per_neuron to plot")
+    n_layers = len(rows[0]["spikes_per_neuron"])
+    if any(len(h["spikes_per_neuron"]) != n_layers for h in rows):
+        raise ValueError("spikes_per_neuron has a different number of layers in different epochs")
+    names = list(layer_names) if layer_names is not None else [f"layer {i + 1}" for i in range(n_layers)]
+    if len(names) != n_layers:
+        raise ValueError(f"{len(names)} layer names for {n_layers} layers")
+    ep = [h["epoch"] for h in rows]
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax_t.plot(ep, [h["epoch_seconds"] / 60 for h in rows], marker="o", ms=3, color="k", label="training pass")
+    if target_seconds is not None:
+        ax_t.axhline(target_seconds / 60, color="tab:red", ls="--", lw=1,
+                     label=f"target {target_seconds / 60:g} min")
+    ax_t.set_xlabel("epoch")
+    ax_t.set_ylabel("minutes")
+    ax_t.set_title("training pass per epoch")
+    ax_t.set_ylim(bottom=0)
+    for i, name in enumerate(names):
+        ax_s.plot(ep, [h["spikes_per_neuron"][i] for h in rows], marker="o", ms=3, label=f"{i + 1}: {name}")
+    ax_s.set_xlabel("epoch")
+    ax_s.set_ylabel("spikes per neuron and sample")
+    ax_s.set_yscale("log")
+    ax_s.set_title("firing per layer (training samples)")
+    for ax in (ax_t, ax_s):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, dpi=120)
 
 
 def plot_spike_flow(flow, path, *, threshold: float = 1.0, tau_m: float = 5.0,
@@ -139,24 +206,12 @@ def plot_spike_flow(flow, path, *, threshold: float = 1.0, tau_m: float = 5.0,
     for ax in (ax_s, ax_u):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 # ----------------------------------------------------------------------------------
 # inspection figures
 # ----------------------------------------------------------------------------------
-def _save(fig, path, dpi: int = 100) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 def plot_gradient_flow(flow, path, *, threshold: float = 1.0, tau_m: float = 5.0, tau_s: float = 3.0,
                        max_sources: int = 24, title: str | None = None) -> Path:
     """The paper's Fig. 2 for one spike (see :func:`eventsnn.inspect.spike_flow`).

@@ -356,3 +356,34 @@ def test_average_bad_input(trained, fake_mnist, tmp_path):
     assert_user_error(invoke("average", src, src, "--out", exists), "exists")
     assert exists.read_bytes() == b"keep me"
     assert not any((tmp_path / n).exists() for n in ("a.h5", "b.h5", "c.h5"))
+
+
+def test_plot_cost(trained, tmp_path, monkeypatch):
+    out, _ = trained
+    png = tmp_path / "cost.png"
+    result = invoke("plot", "cost", out, "--out", png, "--target-minutes", "15")
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import eventsnn.plot as plot
+
+    seen = {}
+    monkeypatch.setattr(plot, "plot_training_cost", lambda hist, path, **kw: seen.update(kw, hist=hist) or path)
+    assert invoke("plot", "cost", out / "metrics.json", "--out", png, "--target-minutes", "15").exit_code == 0
+    assert seen["layer_names"] == ["dense 30", "output (dense 10)"]  # from the run's checkpoint
+    assert seen["target_seconds"] == 900.0 and seen["title"] == "mnist-run: 784-30"
+    assert [h["epoch"] for h in seen["hist"]] == [1]
+
+
+def test_plot_cost_refuses_bad_runs(trained, tmp_path):
+    assert_user_error(invoke("plot", "cost", tmp_path / "nothing", "--out", tmp_path / "x.png"),
+                      "no such metrics file")
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{not json")
+    assert_user_error(invoke("plot", "cost", bad, "--out", tmp_path / "x.png"), "not an eventsnn metrics.json")
+    bad.write_text(json.dumps({"history": [{"epoch": 1, "train_loss": 0.1}]}))
+    assert_user_error(invoke("plot", "cost", bad, "--out", tmp_path / "x.png"), "no epoch with epoch_seconds")
+    bad.write_text(json.dumps({"history": [{"epoch": 1, "epoch_seconds": 3.0, "spikes_per_neuron": [1.0, 2.0]},
+                                           {"epoch": 2, "epoch_seconds": 3.0, "spikes_per_neuron": [1.0]}]}))
+    assert_user_error(invoke("plot", "cost", bad, "--out", tmp_path / "x.png"), "different number of layers")
+    assert_user_error(invoke("plot", "cost", trained[0], "--out", tmp_path / "x.png", "--target-minutes", "0"),
+                      "target-minutes")
