@@ -39,6 +39,7 @@ from .config import RESUME_MAY_CHANGE, TrainConfig
 from .datasets.cifar import MEAN as CIFAR_MEAN
 from .datasets.cifar import STD as CIFAR_STD
 from .device import set_device
+from .engine.sweep import FLAG_NO_GRADIENT
 from .io import atomic_write
 from .loss import count_loss, readout
 from .network import Network
@@ -209,7 +210,7 @@ def batch_gradients(net: Network, images, labels, config: TrainConfig):
         loss=cl.loss, correct=int(np.sum(pred == np.asarray(labels))), n=len(labels),
         spikes=[s.n_events for s in result.spikes],
         fired=[np.bincount(s.neurons, minlength=s.n_neurons) > 0 for s in result.spikes],
-        n_windows=sum(lg.raw.flags.size for lg in grads.layers),
+        n_windows=sum(int(np.count_nonzero((lg.raw.flags & FLAG_NO_GRADIENT) == 0)) for lg in grads.layers),
         n_dropped=sum(lg.raw.n_dropped for lg in grads.layers),
         n_clamped=sum(lg.raw.n_clamped for lg in grads.layers),
     )

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spike_refs import spike_ranks
+from toy_run import stroke_images
 
 from eventsnn import GradParams, NeuronParams, SpikeTrains
 from eventsnn.engine import unit_backward as ub
@@ -312,19 +313,6 @@ def test_thread_counts_and_determinism(record):
 # ----------------------------------------------------------------------------------
 # a real record: the second convolution of 15C5-P2-40C5-P2-300
 # ----------------------------------------------------------------------------------
-def stroke_images(rng, n):
-    """MNIST-like digits: three thick random line strokes per 28 x 28 image (uint8)."""
-    yy, xx = np.mgrid[0:28, 0:28]
-    x = np.zeros((n, 28, 28))
-    t = np.linspace(0.0, 1.0, 30)[:, None, None]
-    for i in range(n):
-        for _ in range(3):
-            (y0, x0), (y1, x1) = rng.uniform(5, 23, (2, 2))
-            d = np.min(np.hypot(yy - (y0 + t * (y1 - y0)), xx - (x0 + t * (x1 - x0))), axis=0)
-            x[i] = np.maximum(x[i], np.clip(2.0 - d, 0.0, 1.0))
-    return (255 * x).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def conv2_case():
     """(record, grad_out) of the second convolution in a training step of the default

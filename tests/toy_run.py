@@ -2,6 +2,7 @@
 
 40 random 6x6 "images" in [0, 1] with 3 classes (12 test images),
 architecture 36-20, batches of 10: a whole run takes a fraction of a second.
+Also MNIST-like stroke images for the convolution tests (``stroke_images``).
 """
 
 from __future__ import annotations
@@ -44,3 +45,16 @@ def toy_run(cfg, out, data, *, resume=False, checksum="toy-v1"):
     res = train(cfg, out, train_data=(x, y), test_data=(xt, yt), dataset_checksum=checksum, n_classes=3,
                 resume=resume, progress=False, log=lines.append)
     return res, lines
+
+
+def stroke_images(rng, n):
+    """MNIST-like digits: three thick random line strokes per 28 x 28 image (uint8)."""
+    yy, xx = np.mgrid[0:28, 0:28]
+    x = np.zeros((n, 28, 28))
+    t = np.linspace(0.0, 1.0, 30)[:, None, None]
+    for i in range(n):
+        for _ in range(3):
+            (y0, x0), (y1, x1) = rng.uniform(5, 23, (2, 2))
+            d = np.min(np.hypot(yy - (y0 + t * (y1 - y0)), xx - (x0 + t * (x1 - x0))), axis=0)
+            x[i] = np.maximum(x[i], np.clip(2.0 - d, 0.0, 1.0))
+    return (255 * x).astype(np.uint8)

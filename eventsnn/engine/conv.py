@@ -118,11 +118,15 @@ from .sweep import (
     _step_back,
     _sweep_interval,
     _unit_intervals,
+    all_flags,
     collect_slots,
     csr_offsets,
+    gradient_samples,
     group_events,
     group_inputs,
     order_by_time,
+    restrict_forced,
+    restrict_to_samples,
     run_planned,
     scan_groups,
     take,
@@ -861,6 +865,9 @@ def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad, dense_p
     eg = np.exp(-g.interval_len / gp.tau_grad)
     real = (record.out_sample, record.outputs.neurons, record.outputs.times, record.out_slope,
             record.out_row, record.out_wstart)
+    active = gradient_samples(record.outputs.n_samples, record.out_sample, grad, forced)
+    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
+    forced = restrict_forced(active, forced)
     currents_t = np.ascontiguousarray(record.currents.T)
     n_runs = record.X.shape[0]
     gamma_run = np.zeros((n_out, n_runs))
@@ -868,8 +875,9 @@ def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad, dense_p
     shape = (n_out, g.n_groups) if need_groups else (1, 1)
     beta_g = np.zeros(shape)
     gamma_g = np.zeros(shape)
-    flags = dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t, need_groups,
-                       gamma_run, beta_g, gamma_g)
+    flags = all_flags(kept, dense_path(record, gp, real, grad, False, 0.0, cap, eg, currents_t,
+                                       need_groups, gamma_run, beta_g, gamma_g),
+                      record.outputs.n_events)
     if forced is not None and forced.times.size:
         smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
         dense_path(record, gp, (smp, nrn, tms, np.ones(tms.size), rows, wstart), fgrad, True,
@@ -951,8 +959,12 @@ def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad, units_
     ent_da = np.zeros(E)
     real = (record.out_unit, record.out_channel, record.outputs.times, record.out_slope,
             record.out_row, record.out_wstart)
-    flags = units_path(record, gp, real, grad, False, 0.0, cap, need_input_grad, KT, dKT_c, ent_dt,
-                       ent_da)
+    # whole samples, hence whole units: the walks of the other units do not change
+    active = gradient_samples(record.outputs.n_samples, record.out_sample, grad, forced)
+    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
+    forced = restrict_forced(active, forced)
+    flags = all_flags(kept, units_path(record, gp, real, grad, False, 0.0, cap, need_input_grad, KT,
+                                       dKT_c, ent_dt, ent_da), record.outputs.n_events)
     if forced is not None and forced.times.size:
         units, chans, tms, fgrad, rows, wstart = _sparse_forced(record, forced)
         units_path(record, gp, (units, chans, tms, np.ones(tms.size), rows, wstart), fgrad, True,

@@ -1244,6 +1244,55 @@ def last_rise_times(record: DenseRecord, samples, neurons) -> np.ndarray:
     return out
 
 
+#: ``flags`` bit of an output spike whose window was not walked: no output spike and no
+#: supervisory spike of its sample carries a gradient, so every term of the window (Eqs.
+#: 12-14 all scale with dL/dt of a spike of the same sample) is an exact zero.
+FLAG_NO_GRADIENT = 8
+
+
+def gradient_samples(n_samples: int, spike_samples, grad, forced: ForcedSpikes | None = None):
+    """bool (n_samples,): the samples with a nonzero dL/dt on an output spike (``grad``,
+    aligned with ``spike_samples``) or on a supervisory spike of ``forced``. The backward
+    of a layer walks only these samples' windows: the others contribute exact zeros (a
+    trained network's count loss is zero for most samples of a batch)."""
+    active = np.zeros(n_samples, dtype=np.bool_)
+    active[np.asarray(spike_samples)[np.asarray(grad) != 0.0]] = True
+    if forced is not None and forced.times.size:
+        active[np.asarray(forced.samples)[np.asarray(forced.grads) != 0.0]] = True
+    return active
+
+
+def restrict_to_samples(active, spike_samples, spikes, grad):
+    """The spikes of the ``active`` samples: (kept indices, or None when all are kept;
+    the tuple ``spikes`` of arrays and ``grad``, restricted)."""
+    keep = active[np.asarray(spike_samples)]
+    if keep.all():
+        return None, spikes, grad
+    idx = np.flatnonzero(keep)
+    return idx, take(spikes, idx), take((grad,), idx)[0]
+
+
+def restrict_forced(active, forced: ForcedSpikes | None):
+    """``forced`` without the supervisory spikes of inactive samples (None if none is left)."""
+    if forced is None or not forced.times.size:
+        return None
+    keep = np.flatnonzero(active[np.asarray(forced.samples)])
+    if not keep.size:
+        return None
+    return ForcedSpikes(*(np.asarray(a)[keep] for a in (forced.samples, forced.neurons, forced.times,
+                                                         forced.grads)), max_dt_du=forced.max_dt_du)
+
+
+def all_flags(idx, flags, n: int) -> np.ndarray:
+    """Flags of all ``n`` spikes from those of the kept spikes ``idx`` (None: all kept);
+    the others get :data:`FLAG_NO_GRADIENT`."""
+    if idx is None:
+        return flags
+    out = np.full(n, FLAG_NO_GRADIENT, dtype=np.int8)
+    out[idx] = flags
+    return out
+
+
 def _forced_spike_list(record: DenseRecord, forced: ForcedSpikes):
     """Forced spikes with a non-empty window, sorted by sample: (sample, neuron, time, grad, row, wstart)."""
     n = forced.times.size
@@ -1435,6 +1484,9 @@ def _dense_backward_with(dense_path, sparse_path, record, grad_out, grad_params,
     cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
     real = (record.out_sample, out.neurons, out.times, record.out_slope, record.out_row,
             record.out_wstart)
+    active = gradient_samples(out.n_samples, record.out_sample, grad, forced)
+    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
+    forced = restrict_forced(active, forced)
     fspk = None
     if forced is not None and forced.times.size:
         smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
@@ -1454,6 +1506,7 @@ def _dense_backward_with(dense_path, sparse_path, record, grad_out, grad_params,
         if fspk is not None:
             dense_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg, currents_t,
                        need_groups, gamma_run, beta_g, gamma_g)
+        flags = all_flags(kept, flags, out.n_events)
         d_weight = gamma_run @ record.X
         if need_groups:
             w = record.weight
@@ -1461,8 +1514,8 @@ def _dense_backward_with(dense_path, sparse_path, record, grad_out, grad_params,
             d_amps_k = (gamma_g.T @ w)[g.event_group, g.event_neuron]
     else:
         d_weight = np.zeros((n_out, n_in))
-        flags = sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight, d_times_k,
-                            d_amps_k, need_input_grad)
+        flags = all_flags(kept, sparse_path(record, gp, real, grad, False, 0.0, cap, eg, d_weight,
+                                            d_times_k, d_amps_k, need_input_grad), out.n_events)
         if fspk is not None:
             sparse_path(record, gp, fspk[0], fspk[1], True, 1.0 / fspk[2], fspk[2], eg, d_weight,
                         d_times_k, d_amps_k, need_input_grad)
