@@ -924,7 +924,8 @@ class DenseGrads:
     d_amplitudes : ndarray float64 (n_in_events,) — dL/da of every input event.
     d_weight : ndarray float64 (n_out, n_in) — dL/dW (Eq. 14), W the effective weight.
     flags : ndarray int8 (n_spikes,) — per output spike: 1 dropped window,
-        2 denominator <= 0, 4 |dt/du| clamped.
+        2 denominator <= 0, 4 |dt/du| clamped, 8 not walked (:data:`FLAG_NO_GRADIENT`:
+        no spike of its sample carries a gradient).
     """
 
     d_times: np.ndarray
