@@ -19,7 +19,7 @@ from toy_run import stroke_images
 
 from eventsnn.checkpoint import build_network
 from eventsnn.config import TrainConfig
-from eventsnn.engine import conv, sweep
+from eventsnn.engine import sweep
 from eventsnn.engine.sweep import FLAG_NO_GRADIENT, ForcedSpikes
 from eventsnn.loss import count_loss
 from eventsnn.train import encode_images, init_gains
@@ -32,8 +32,7 @@ def every_sample(n_samples, spike_samples, grad, forced=None):
 def run_backward(net, result, grad, forced, cfg, monkeypatch, restrict: bool):
     fn = sweep.__dict__["gradient_samples"] if restrict else every_sample
     with monkeypatch.context() as m:
-        m.setattr(sweep, "gradient_samples", fn)
-        m.setattr(conv, "gradient_samples", fn)
+        m.setattr(sweep, "gradient_samples", fn)  # with_gradient looks it up here
         gp = cfg.grad_params()
         return net.backward(result, grad, kernel=gp.kernel, tau_grad=gp.tau_grad, max_dt_du=gp.max_dt_du,
                             input_grad_scale=gp.input_grad_scale, drop_nonpositive=gp.drop_nonpositive,

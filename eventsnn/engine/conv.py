@@ -121,15 +121,13 @@ from .sweep import (
     all_flags,
     collect_slots,
     csr_offsets,
-    gradient_samples,
     group_events,
     group_inputs,
     order_by_time,
-    restrict_forced,
-    restrict_to_samples,
     run_planned,
     scan_groups,
     take,
+    with_gradient,
 )
 
 #: ``path="auto"`` takes the dense (BLAS) path when the input groups reach, on
@@ -865,9 +863,8 @@ def _dense_conv_backward(record, gp, grad, forced, cap, need_input_grad, dense_p
     eg = np.exp(-g.interval_len / gp.tau_grad)
     real = (record.out_sample, record.outputs.neurons, record.outputs.times, record.out_slope,
             record.out_row, record.out_wstart)
-    active = gradient_samples(record.outputs.n_samples, record.out_sample, grad, forced)
-    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
-    forced = restrict_forced(active, forced)
+    kept, real, grad, forced = with_gradient(record.outputs.n_samples, record.out_sample, real, grad,
+                                             forced)
     currents_t = np.ascontiguousarray(record.currents.T)
     n_runs = record.X.shape[0]
     gamma_run = np.zeros((n_out, n_runs))
@@ -960,9 +957,8 @@ def _sparse_conv_backward(record, gp, grad, forced, cap, need_input_grad, units_
     real = (record.out_unit, record.out_channel, record.outputs.times, record.out_slope,
             record.out_row, record.out_wstart)
     # whole samples, hence whole units: the walks of the other units do not change
-    active = gradient_samples(record.outputs.n_samples, record.out_sample, grad, forced)
-    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
-    forced = restrict_forced(active, forced)
+    kept, real, grad, forced = with_gradient(record.outputs.n_samples, record.out_sample, real, grad,
+                                             forced)
     flags = all_flags(kept, units_path(record, gp, real, grad, False, 0.0, cap, need_input_grad, KT,
                                        dKT_c, ent_dt, ent_da), record.outputs.n_events)
     if forced is not None and forced.times.size:

@@ -1284,6 +1284,14 @@ def restrict_forced(active, forced: ForcedSpikes | None):
                                                          forced.grads)), max_dt_du=forced.max_dt_du)
 
 
+def with_gradient(n_samples: int, spike_samples, spikes, grad, forced: ForcedSpikes | None):
+    """A layer's output spikes and supervisory spikes, restricted to the samples that carry
+    a gradient (:func:`gradient_samples`): (kept indices or None, spikes, grad, forced)."""
+    active = gradient_samples(n_samples, spike_samples, grad, forced)
+    kept, spikes, grad = restrict_to_samples(active, spike_samples, spikes, grad)
+    return kept, spikes, grad, restrict_forced(active, forced)
+
+
 def all_flags(idx, flags, n: int) -> np.ndarray:
     """Flags of all ``n`` spikes from those of the kept spikes ``idx`` (None: all kept);
     the others get :data:`FLAG_NO_GRADIENT`."""
@@ -1485,9 +1493,7 @@ def _dense_backward_with(dense_path, sparse_path, record, grad_out, grad_params,
     cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
     real = (record.out_sample, out.neurons, out.times, record.out_slope, record.out_row,
             record.out_wstart)
-    active = gradient_samples(out.n_samples, record.out_sample, grad, forced)
-    kept, real, grad = restrict_to_samples(active, record.out_sample, real, grad)
-    forced = restrict_forced(active, forced)
+    kept, real, grad, forced = with_gradient(out.n_samples, record.out_sample, real, grad, forced)
     fspk = None
     if forced is not None and forced.times.size:
         smp, nrn, tms, fgrad, rows, wstart = _forced_spike_list(record, forced)
