@@ -393,20 +393,24 @@ def plot_curves(runs, out, labels, title):
         raise click.UsageError(f"--label given {len(labels)} times for {len(runs)} runs")
     data = {}
     for k, run in enumerate(runs):
-        _, hist = _run_history(run)
+        hist = _run_metrics(run)[1]["history"]
         data[labels[k] if labels else (run.name if run.is_dir() else run.parent.name)] = hist
     click.echo(f"wrote {plot_training_curves(data, out, title=title)}")
 
 
-def _run_history(run: Path) -> tuple[Path, list]:
-    """(metrics path, history) of a run directory or metrics.json file; UsageError if unreadable."""
+def _run_metrics(run: Path) -> tuple[Path, dict]:
+    """(metrics path, its contents, with a "history") of a run directory or metrics.json file;
+    UsageError if unreadable."""
     path = run / "metrics.json" if run.is_dir() else run
     try:
-        return path, json.loads(path.read_text())["history"]
+        metrics = json.loads(path.read_text())
     except FileNotFoundError:
         raise click.UsageError(f"{path}: no such metrics file") from None
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise click.UsageError(f"{path}: not an eventsnn metrics.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        metrics = None
+    if not isinstance(metrics, dict) or "history" not in metrics:
+        raise click.UsageError(f"{path}: not an eventsnn metrics.json")
+    return path, metrics
 
 
 @plot.command("cost")
@@ -421,7 +425,8 @@ def plot_cost(run, out, target_minutes, title):
     (a run directory or its metrics.json). Layers are named from the run's checkpoint.h5."""
     from eventsnn.plot import plot_training_cost
 
-    path, hist = _run_history(run)
+    path, metrics = _run_metrics(run)
+    hist = metrics["history"]
     names = None
     ckpt = path.parent / "checkpoint.h5"
     if ckpt.exists():
@@ -433,7 +438,7 @@ def plot_cost(run, out, target_minutes, title):
         if hist and len(hist[-1].get("spikes_per_neuron", ())) != len(names):
             names = None
     try:
-        arch = json.loads(path.read_text())["config"]["arch"]
+        arch = metrics["config"]["arch"]
     except (KeyError, TypeError):
         arch = "?"
     title = title or f"{path.parent.name}: {arch}"
