@@ -34,7 +34,7 @@ import numpy as np
 from .conv_layers import ConvLayer, _shape3
 from .engine.conv import PoolGrads
 from .params import GradParams, NeuronParams
-from .spikes import SpikeTrains
+from .spikes import SpikeTrains, offsets_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,9 +104,7 @@ class DropoutLayer:
         keep = self.rng.random((inputs.n_samples, n_chan)) >= self.p
         smp = inputs.samples
         kept = np.flatnonzero(keep[smp, inputs.neurons // self.per_channel])
-        counts = np.bincount(smp[kept], minlength=inputs.n_samples)
-        offsets = np.zeros(inputs.n_samples + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = offsets_of(smp[kept], inputs.n_samples)
         scale = 1.0 / (1.0 - self.p)
         out = SpikeTrains(inputs.times[kept], inputs.neurons[kept], inputs.amplitudes[kept] * scale,
                           offsets, inputs.n_neurons)

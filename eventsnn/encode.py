@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spikes import SpikeTrains
+from .spikes import SpikeTrains, csr_offsets
 
 
 def _as_images(images) -> np.ndarray:
@@ -62,8 +62,7 @@ def current(images, steps: int = 5) -> SpikeTrains:
     times = np.broadcast_to(np.arange(steps, dtype=np.float64)[None, :, None], shape)[sel]
     neurons = np.broadcast_to(np.arange(d, dtype=np.int64)[None, None, :], shape)[sel]
     amps = np.broadcast_to(x[:, None, :], shape)[sel]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(nonzero.sum(axis=1) * steps, out=offsets[1:])
+    offsets = csr_offsets(nonzero.sum(axis=1) * steps)
     return SpikeTrains(times, neurons, amps, offsets, d)
 
 

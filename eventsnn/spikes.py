@@ -16,6 +16,30 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def csr_offsets(counts) -> np.ndarray:
+    """CSR offsets of per-item counts.
+
+    Parameters
+    ----------
+    counts : array_like of int, shape (n,)
+        Number of entries owned by each item, in item order.
+
+    Returns
+    -------
+    offsets : int64 ndarray, shape (n + 1,)
+        ``offsets[0] == 0``; item ``i`` owns ``[offsets[i], offsets[i + 1])``.
+    """
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def offsets_of(owner, n: int) -> np.ndarray:
+    """CSR offsets of entries sorted by owner: int64 (n + 1,), owner ``i`` owns
+    ``[offsets[i], offsets[i + 1])``; ``owner`` is int of shape (n_entries,) in ``[0, n)``."""
+    return csr_offsets(np.bincount(owner, minlength=n))
+
+
 @dataclass(frozen=True, eq=False)
 class SpikeTrains:
     """Events of a batch of samples, struct of arrays.
@@ -116,10 +140,7 @@ class SpikeTrains:
         if samples.size and (samples.min() < 0 or samples.max() >= n_samples):
             raise ValueError(f"samples must lie in [0, n_samples={n_samples})")
         order = np.lexsort((neurons, times, samples))
-        counts = np.bincount(samples, minlength=n_samples)
-        offsets = np.zeros(n_samples + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return cls(times[order], neurons[order], amplitudes[order], offsets, n_neurons)
+        return cls(times[order], neurons[order], amplitudes[order], offsets_of(samples, n_samples), n_neurons)
 
     @classmethod
     def empty(cls, n_samples: int, n_neurons: int) -> "SpikeTrains":
@@ -161,9 +182,7 @@ class SpikeTrains:
             raise IndexError(f"sample index out of range for {self.n_samples} samples")
         idx = idx % max(self.n_samples, 1)
         starts, stops = self.offsets[idx], self.offsets[idx + 1]
-        counts = stops - starts
-        offsets = np.zeros(idx.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = csr_offsets(stops - starts)
         take = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if idx.size else np.zeros(0, np.int64)
         take = take.astype(np.int64)
         return SpikeTrains(self.times[take], self.neurons[take], self.amplitudes[take], offsets, self.n_neurons)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventsnn import SpikeTrains
 
@@ -164,3 +166,30 @@ def test_equals():
     assert not a.equals(SpikeTrains([0.1, 0.2], [0, 1], [1, 0.5], [0, 2], 2))
     assert not a.equals("not a SpikeTrains")
 
+
+
+def test_csr_offsets_hand_computed():
+    from eventsnn.spikes import csr_offsets, offsets_of
+
+    np.testing.assert_array_equal(csr_offsets([2, 0, 3]), [0, 2, 2, 5])
+    np.testing.assert_array_equal(csr_offsets(np.zeros(0, dtype=np.int64)), [0])
+    # owners 0,0,2,2,2 over 4 items: item 1 and item 3 own nothing
+    out = offsets_of(np.array([0, 0, 2, 2, 2]), 4)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [0, 2, 2, 5, 5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=40), st.integers(0, 4))
+def test_offsets_of_owns_exactly_the_sorted_entries(owner, extra):
+    """Item i owns [offsets[i], offsets[i+1]) of the owner-sorted entries: a python loop
+    over the sorted owners finds the same ranges."""
+    from eventsnn.spikes import offsets_of
+
+    owner = np.sort(np.array(owner, dtype=np.int64))
+    n = (int(owner.max()) + 1 if owner.size else 0) + extra
+    offsets = offsets_of(owner, n)
+    assert offsets.shape == (n + 1,) and offsets[0] == 0 and offsets[-1] == owner.size
+    for i in range(n):
+        ranged = [q for q in range(owner.size) if owner[q] == i]
+        assert list(range(offsets[i], offsets[i + 1])) == ranged

@@ -89,7 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets, offsets_of
 from . import store
 from .store import DatasetError, DownloadError, corrupt_file_error, notice
 
@@ -428,8 +428,7 @@ def _convert(archive: Path, split: str, directory: Path, source: str) -> None:
         raise corrupt_file_error(
             archive, f"cannot be read as a zip archive ({type(exc).__name__}: {exc})"
         ) from exc
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets = csr_offsets(counts)
     arrays = {
         "addr": np.concatenate(addrs).astype(np.uint16),
         "t_us": np.concatenate(times).astype(np.uint32),
@@ -597,9 +596,7 @@ class NmnistEvents:
         n_neurons = 2 * side * side
         ones = np.ones(times.size)
         if _is_sorted(samples, times, neurons):
-            offsets = np.zeros(idx.size + 1, dtype=np.int64)
-            np.cumsum(np.bincount(samples, minlength=idx.size), out=offsets[1:])
-            return SpikeTrains(times, neurons, ones, offsets, n_neurons)
+            return SpikeTrains(times, neurons, ones, offsets_of(samples, idx.size), n_neurons)
         return SpikeTrains.from_unsorted(times, neurons, ones, samples, idx.size, n_neurons)
 
 

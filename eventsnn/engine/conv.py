@@ -96,7 +96,7 @@ from numba import njit, prange
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL
 from ..params import GradParams, NeuronParams
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets, offsets_of
 from .sweep import (
     PLANNED_SPIKES_PER_NEURON,
     SCAN_BLOCK,
@@ -120,7 +120,6 @@ from .sweep import (
     _unit_intervals,
     all_flags,
     collect_slots,
-    csr_offsets,
     group_events,
     group_inputs,
     order_by_time,
@@ -713,16 +712,14 @@ def build_unit_lists(inputs: SpikeTrains, geom: ConvGeometry, t_end: float) -> U
     t_end = float(t_end)
     unit_counts = np.zeros(U, dtype=np.int64)
     _count_entries(inputs.times, inputs.neurons, inputs.offsets, t_end, *g, unit_counts)
-    unit_entry_offsets = np.zeros(U + 1, dtype=np.int64)
-    np.cumsum(unit_counts, out=unit_entry_offsets[1:])
+    unit_entry_offsets = csr_offsets(unit_counts)
     E = int(unit_entry_offsets[-1])
     ent_event = np.empty(E, dtype=np.int64)
     ent_tap = np.empty(E, dtype=np.int32)
     unit_groups = np.zeros(U, dtype=np.int64)
     _fill_entries(inputs.times, inputs.neurons, inputs.offsets, t_end, *g, unit_entry_offsets,
                   unit_entry_offsets[:-1].copy(), np.empty(U), ent_event, ent_tap, unit_groups)
-    unit_group_offsets = np.zeros(U + 1, dtype=np.int64)
-    np.cumsum(unit_groups, out=unit_group_offsets[1:])
+    unit_group_offsets = csr_offsets(unit_groups)
     G = int(unit_group_offsets[-1])
     group_times = np.empty(G)
     group_entry_offsets = np.empty(G + 1, dtype=np.int64)
@@ -785,7 +782,7 @@ def _sparse_conv_forward(inputs, K, geom, params, t_end, rtol, max_iter, scan_un
     chan, times = take((o_chan, o_time), slot)
     neuron = chan * P + unit % P
     sample = unit // P
-    offsets = csr_offsets(np.bincount(sample, minlength=S))  # units, hence samples, in order
+    offsets = offsets_of(sample, S)  # units, hence samples, in order
     order = order_by_time(offsets, times, neuron)
     slot, unit, chan, neuron, sample, times = take((slot, unit, chan, neuron, sample, times), order)
     row, wstart, slope = take((o_row, o_wstart, o_slope), slot)
@@ -1198,8 +1195,7 @@ def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str):
                  pool_of, counts)
     n_out = int(counts.sum())
     smp = np.repeat(np.arange(S, dtype=np.int64), counts)
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets = csr_offsets(counts)
     slot = inputs.offsets[smp] + (np.arange(n_out, dtype=np.int64) - offsets[smp])
     new_index = np.full(n, -1, dtype=np.int64)
     new_index[slot] = np.arange(n_out, dtype=np.int64)

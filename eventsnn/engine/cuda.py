@@ -68,7 +68,7 @@ import numpy as np
 from numba import cuda
 
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, SCALAR_ROUTINES, compile_family
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets, offsets_of
 from . import conv as _conv
 from . import sweep as _sweep
 from .sweep import PLANNED_SPIKES_PER_NEURON, Sweep, interval_decays
@@ -348,7 +348,7 @@ def scan_groups(groups, n_out: int, params, t_end: float, *, currents=None, grou
     counts, cap_offsets, o_row, o_time, o_slope, o_wstart = _run_planned(launch, caps)
     region, take = _sweep.collect_slots(counts, cap_offsets)
     sample, neuron, times = region // max(n_out, 1), region % max(n_out, 1), o_time[take]
-    offsets = _sweep.csr_offsets(np.bincount(sample, minlength=S))  # threads in sample order
+    offsets = offsets_of(sample, S)  # threads in sample order
     order = _sweep.order_by_time(offsets, times, neuron)
     take, sample, neuron, times = take[order], sample[order], neuron[order], times[order]
     outputs = SpikeTrains(times, neuron, np.ones(times.size), offsets, n_out)
@@ -380,8 +380,7 @@ def scan_units(ul, KT, params, t_end, rtol, max_iter):
     counts, cap_offsets, o_row, o_time, o_slope, o_wstart = _run_planned(launch, caps)
     region, take = _sweep.collect_slots(counts, cap_offsets)
     unit_counts = counts.reshape(U, c_out).sum(axis=1) if U else np.zeros(0, dtype=np.int64)
-    unit_offsets = np.zeros(U + 1, dtype=np.int64)
-    np.cumsum(unit_counts, out=unit_offsets[1:])
+    unit_offsets = csr_offsets(unit_counts)
     return (unit_offsets, unit_counts, o_row[take], region % max(c_out, 1), o_time[take],
             o_slope[take], o_wstart[take])
 

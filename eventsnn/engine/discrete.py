@@ -109,7 +109,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..params import GradParams, NeuronParams
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets, offsets_of
 from .conv import (
     ConvGeometry,
     PoolGeometry,
@@ -261,8 +261,7 @@ def bin_events(inputs: SpikeTrains, clock: Clock) -> Binned:
         counts = np.bincount(key, minlength=rows.size)
     else:
         rows, ev_row, counts = np.unique(key, return_inverse=True, return_counts=True)
-    row_offsets = np.zeros(rows.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=row_offsets[1:])
+    row_offsets = csr_offsets(counts)
     row_of = np.full(clock.steps * S, -1, dtype=np.int64)
     row_of[rows] = np.arange(rows.size)
     return Binned(S, inputs.n_neurons, keep, ev_row.astype(np.int64).reshape(-1),
@@ -278,9 +277,7 @@ def raster_spikes(raster: np.ndarray, clock: Clock):
     t, s, i = np.nonzero(raster)
     order = np.lexsort((i, t, s))
     t, s, i = t[order], s[order], i[order]
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(np.bincount(s, minlength=S), out=offsets[1:])
-    return SpikeTrains(t * clock.dt, i, np.ones(i.size), offsets, n), (t, s, i)
+    return SpikeTrains(t * clock.dt, i, np.ones(i.size), offsets_of(s, S), n), (t, s, i)
 
 
 # ----------------------------------------------------------------------------------
@@ -780,8 +777,7 @@ def pool_forward(inputs: SpikeTrains, geometry: PoolGeometry, kind: str, clock: 
     q, nrn = np.nonzero(Y.reshape(b.n_active, -1)[order])
     rows = order[q]
     S = inputs.n_samples
-    offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(np.bincount(b.row_sample[rows], minlength=S), out=offsets[1:])
+    offsets = offsets_of(b.row_sample[rows], S)
     amps = Y.reshape(b.n_active, -1)[rows, nrn]
     outputs = SpikeTrains(b.row_step[rows] * clock.dt, nrn, amps, offsets, geom.n_out)
     rec = ClockPoolRecord(kind, geom, clock, b, X, Y, outputs, rows.astype(np.int64),

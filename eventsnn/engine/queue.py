@@ -95,7 +95,7 @@ from numba import njit
 from ..crossing import CROSSING_MAX_ITER, CROSSING_RTOL, _first_crossing
 from ..kernels import _deps, _eps
 from ..params import NeuronParams
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets
 
 #: Status codes of the compiled event loop.
 _STATUS_OK = 0
@@ -249,8 +249,7 @@ def _csr_by_source(weight: np.ndarray):
     """
     wt = weight.T
     mask = wt != 0.0
-    ptr = np.zeros(wt.shape[0] + 1, dtype=np.int64)
-    np.cumsum(mask.sum(axis=1), out=ptr[1:])
+    ptr = csr_offsets(mask.sum(axis=1))
     _, targets = np.nonzero(mask)
     return ptr, targets.astype(np.int64), np.ascontiguousarray(wt[mask], dtype=np.float64)
 
@@ -384,8 +383,7 @@ def run_network(weights_in, weights_rec, inputs: SpikeTrains, params: NeuronPara
         all_t.append(t_s[order])
         all_n.append(n_s[order])
         counts[s] = t_s.size
-    offsets = np.zeros(inputs.n_samples + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    offsets = csr_offsets(counts)
     times = np.concatenate(all_t) if all_t else np.zeros(0)
     neurons = np.concatenate(all_n) if all_n else np.zeros(0, dtype=np.int64)
     return SpikeTrains(times, neurons, np.ones(times.size), offsets, n)

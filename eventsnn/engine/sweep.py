@@ -67,7 +67,7 @@ from ..crossing import (
 )
 from ..kernels import KERNEL_EXP, deps, eps, eps_peak
 from ..params import GradParams, NeuronParams
-from ..spikes import SpikeTrains
+from ..spikes import SpikeTrains, csr_offsets, offsets_of
 
 #: Above this share of non-zero entries in the (groups x inputs) matrix the
 #: currents are computed with one dense BLAS product, below it event by event.
@@ -810,8 +810,7 @@ def group_events(inputs: SpikeTrains, t_end: float) -> EventGroups:
     counts = np.zeros((S, 2), dtype=np.int64)
     _count_groups(inputs.times, inputs.offsets, float(t_end), counts)
     n_kept = int(counts[:, 0].sum())
-    group_offsets = np.zeros(S + 1, dtype=np.int64)
-    np.cumsum(counts[:, 1], out=group_offsets[1:])
+    group_offsets = csr_offsets(counts[:, 1])
     G = int(group_offsets[-1])
     groups = EventGroups(
         keep=np.empty(n_kept, dtype=np.int64), event_group=np.empty(n_kept, dtype=np.int64),
@@ -978,13 +977,6 @@ def interval_decays(groups: EventGroups, params: NeuronParams):
     eps_l = eps(groups.interval_len, params.tau_m, params.tau_s)
     deps_l = deps(groups.interval_len, params.tau_m, params.tau_s)
     return em, es, eps_l, deps_l
-
-
-def csr_offsets(counts) -> np.ndarray:
-    """CSR offsets of per-item counts: int64 (n + 1,), item i owns [offsets[i], offsets[i + 1])."""
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
 
 
 @njit(cache=True, parallel=True)
@@ -1392,8 +1384,7 @@ def _by_neuron(neurons: np.ndarray, n_out: int):
     """Spike indices grouped by neuron (CSR): (neuron_offsets, by_neuron), by_neuron =
     the stable argsort of ``neurons`` (a counting sort)."""
     neurons = np.ascontiguousarray(neurons, dtype=np.int64)
-    neuron_offsets = np.zeros(n_out + 1, dtype=np.int64)
-    np.cumsum(np.bincount(neurons, minlength=n_out), out=neuron_offsets[1:])
+    neuron_offsets = offsets_of(neurons, n_out)
     by_neuron = np.empty(neurons.size, dtype=np.int64)
     _counting_sort(neurons, neuron_offsets, by_neuron)
     return neuron_offsets, by_neuron
@@ -1441,8 +1432,7 @@ def _backward_sparse_path(record, gp, spikes, grad, recompute, min_slope, max_dt
                              min_slope, share, wgt, flags, dW)
     if need_input_grad:
         S = g.group_offsets.size - 1
-        spike_offsets = np.zeros(S + 1, dtype=np.int64)
-        np.cumsum(np.bincount(smp, minlength=S), out=spike_offsets[1:])
+        spike_offsets = offsets_of(smp, S)
         _backward_sparse_events(g.group_times, g.group_offsets, g.group_event_offsets,
                                 g.event_neuron, g.event_amp, record.em, record.es, eg,
                                 record.weight, spike_offsets, rows, nrn, tms, wstart, share, wgt,
