@@ -13,6 +13,10 @@ bit-identical.
 Usage::
 
     NUMBA_NUM_THREADS=2 python benchmarks/bench_skip_zero_gradient.py [CHECKPOINT] [--batches 10] [--data-dir data]
+        [--time discrete]
+
+``--time discrete`` runs the checkpoint's network on the clock (the official
+algorithm, ``T = steps``), whose backward skips the same samples.
 
 CHECKPOINT defaults to the committed epoch-12 network of the declared elastic
 run (``docs/runs/conv-elastic-40/epoch-012.h5``).
@@ -21,6 +25,7 @@ run (``docs/runs/conv-elastic-40/epoch-012.h5``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numba
@@ -32,7 +37,7 @@ from eventsnn import augment
 from eventsnn.allocator import keep_freed_memory
 from eventsnn.checkpoint import load_checkpoint
 from eventsnn.datasets import load_dataset
-from eventsnn.engine import sweep
+from eventsnn.engine import discrete, sweep
 from eventsnn.train import augment_images, batch_gradients
 
 
@@ -46,6 +51,7 @@ ARMS = {"every sample (before)": every_sample, "samples with a gradient (shipped
 
 def use(fn):
     sweep.gradient_samples = fn  # sweep.with_gradient looks it up there
+    discrete.gradient_samples = fn  # the clock's backward has its own reference
 
 
 def main(argv=None):
@@ -54,11 +60,16 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--time", choices=("continuous", "discrete"), default="continuous",
+                    help="engine: exact continuous time, or the clock (T = the checkpoint's steps)")
     args = ap.parse_args(argv)
     keep_freed_memory()  # as in training
     x, y = load_dataset("mnist", "train", args.data_dir)
     ck = load_checkpoint(args.checkpoint)
     cfg, net = ck.config, ck.network
+    if args.time != cfg.time:
+        cfg = dataclasses.replace(cfg, time=args.time)
+        net.set_time(cfg.time, cfg.steps if cfg.time == "discrete" else None)
     rng = np.random.default_rng(args.seed)
     n_all = (args.batches + 1) * cfg.batch_size
     order = rng.permutation(len(y))[:n_all]
@@ -87,8 +98,8 @@ def main(argv=None):
     finally:
         use(ARMS[names[1]])
     n = args.batches * cfg.batch_size
-    print(f"{args.checkpoint} ({cfg.arch}, augment {cfg.augment}): gradients of {n} training samples "
-          f"per arm, numba threads {numba.get_num_threads()}")
+    print(f"{args.checkpoint} ({cfg.arch}, augment {cfg.augment}, {cfg.time} time): gradients of {n} "
+          f"training samples per arm, numba threads {numba.get_num_threads()}")
     print(f"samples with a gradient per batch of {cfg.batch_size}: {' '.join(map(str, active))}")
     for name in names:
         print(f"{name:36s} {1e3 * spent[name] / n:8.2f} ms / sample (forward, loss, backward)")

@@ -8,7 +8,8 @@ the second convolution's sparse path and unit walks, dense layers on image and o
 event inputs, the output layer with supervisory spikes), with some samples' output
 gradients set to zero, against the same backward with every sample walked (the
 previous behaviour). The flags of the skipped spikes say so; those of the others
-are unchanged.
+are unchanged. The same holds on the clock (``time="discrete"``: the official
+backward, whose input gradients are formed only for the walked samples' events).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from toy_run import stroke_images
 
 from eventsnn.checkpoint import build_network
 from eventsnn.config import TrainConfig
-from eventsnn.engine import sweep
+from eventsnn.engine import discrete, sweep
 from eventsnn.engine.sweep import FLAG_NO_GRADIENT, ForcedSpikes
 from eventsnn.loss import count_loss
 from eventsnn.train import encode_images, init_gains
@@ -33,21 +34,25 @@ def run_backward(net, result, grad, forced, cfg, monkeypatch, restrict: bool):
     fn = sweep.__dict__["gradient_samples"] if restrict else every_sample
     with monkeypatch.context() as m:
         m.setattr(sweep, "gradient_samples", fn)  # with_gradient looks it up here
+        m.setattr(discrete, "gradient_samples", fn)  # clock_backward's own reference
         gp = cfg.grad_params()
         return net.backward(result, grad, kernel=gp.kernel, tau_grad=gp.tau_grad, max_dt_du=gp.max_dt_du,
                             input_grad_scale=gp.input_grad_scale, drop_nonpositive=gp.drop_nonpositive,
                             forced=forced, input_grad=True)
 
 
-@pytest.mark.parametrize("arch, kernel", [("8C5-P2-12C5-P2-30", "exp"), ("8C5-P2-12C5-P2-30", "depsilon"),
-                                          ("784-40", "exp")])
-def test_skipping_samples_without_gradient_changes_no_bit(arch, kernel, monkeypatch):
+@pytest.mark.parametrize("arch, kernel, time", [
+    ("8C5-P2-12C5-P2-30", "exp", "continuous"), ("8C5-P2-12C5-P2-30", "depsilon", "continuous"),
+    ("784-40", "exp", "continuous"), ("8C5-P2-12C5-P2-30", "exp", "discrete"),
+    ("8C5-P2-12C5-P2-30", "depsilon", "discrete"), ("784-40", "exp", "discrete")])
+def test_skipping_samples_without_gradient_changes_no_bit(arch, kernel, time, monkeypatch):
     rng = np.random.default_rng(4)
     n = 8
     x = stroke_images(rng, n)
     y = rng.integers(0, 10, n)
-    cfg = TrainConfig(arch=arch, grad_kernel=kernel)
+    cfg = TrainConfig(arch=arch, grad_kernel=kernel, time=time)
     net = build_network(cfg, 10, x.shape[1:])
+    assert net.time == time
     init_gains(net, encode_images(x, cfg), cfg.avg_spike_init)
     result = net.forward(encode_images(x, cfg))
     out = result.spikes[-1]
@@ -65,7 +70,9 @@ def test_skipping_samples_without_gradient_changes_no_bit(arch, kernel, monkeypa
     assert sweep.gradient_samples(n, spike_sample, grad, forced).tolist() == [i not in silent for i in range(n)]
 
     engines = [getattr(r, "engine", r) for r in result.records]
-    if "C" in arch:  # both convolution paths: dense (image input) and sparse (unit walks)
+    if time == "discrete":
+        assert all(isinstance(e, (discrete.ClockRecord, discrete.ClockPoolRecord)) for e in engines)
+    elif "C" in arch:  # both convolution paths: dense (image input) and sparse (unit walks)
         assert engines[0].dense and engines[2].units is not None
     full = run_backward(net, result, grad, forced, cfg, monkeypatch, restrict=False)
     part = run_backward(net, result, grad, forced, cfg, monkeypatch, restrict=True)
@@ -109,3 +116,12 @@ def test_helpers_on_a_hand_made_case():
     assert sweep.restrict_forced(np.zeros(5, bool), forced) is None
     flags = sweep.all_flags(idx, np.array([4, 1], dtype=np.int8), 6)
     assert flags.tolist() == [8, 8, 4, 8, 8, 1]
+
+
+def test_forced_spikes_are_cast_and_checked():
+    f = ForcedSpikes([0, 2], [1, 3], [2, 4], [0.5, 0])
+    assert f.samples.dtype == np.int64 and f.neurons.dtype == np.int64
+    assert f.times.dtype == np.float64 and f.grads.tolist() == [0.5, 0.0]
+    assert sweep.gradient_samples(3, np.array([0, 1]), np.array([0.0, 0.0]), f).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="one entry per supervisory spike"):
+        ForcedSpikes([0, 1], [1], [2.0], [0.5])

@@ -64,6 +64,12 @@ denominator always; dL/dx is multiplied by ``input_grad_scale`` (official
 formula is literally the official one; as dt -> 0 the shares h / D and
 -dt/du approach the continuous Eqs. 12 and 14.
 
+A sample none of whose output or supervisory spikes carries a gradient (G = 0
+throughout: the count loss is zero for most samples once a network is trained)
+contributes exact zeros to every sum above; it is not walked, and the input
+gradients are formed only for the events of the samples that are (as in
+continuous time, ``sweep.gradient_samples``).
+
 The supervisory spike (official output layer, training only): at the last
 step where the label neuron's potential rose by more than 0.05 dt
 (official: du > 0.05 with dt = 1), or at step 0 if it never did
@@ -121,11 +127,14 @@ from .conv import (
 )
 from .sweep import (
     DENSE_INPUT_DENSITY,
+    FLAG_NO_GRADIENT,
     DenseGrads,
     ForcedSpikes,
     _by_neuron,
     _check_weight,
     _dense_group_inputs,
+    gradient_samples,
+    take,
 )
 
 #: Tolerance of the binning floor(t/dt + BIN_TOL) (times that are multiples of dt).
@@ -338,8 +347,9 @@ def _clock_forward(cur, row_of, a_m, a_s, amp, theta, m_tr, s_tr, u_last, du, ou
 
 @njit(cache=True, parallel=True)
 def _clock_backward(cur, row_of, out, spk, grad, du, dt, a_g, exp_kernel, h, syn_a, cap,
-                    drop_nonpositive, g_tr, c_share, c_wf, lag, share, wf, flags, gin, gw):
-    """The official backward (module docstring), parallel over samples.
+                    drop_nonpositive, active, g_tr, c_share, c_wf, lag, share, wf, flags, gin, gw):
+    """The official backward (module docstring), parallel over the ``active`` samples (bool
+    (S,): those with a nonzero G; the others' rows of gin and gw stay zero, their flags 0).
 
     out: real spikes (resets of the g trace); spk: spikes carrying gradient (real and
     supervisory), grad: G at those steps; all (T, S, n). Pass 1 (forward in time) forms
@@ -350,6 +360,8 @@ def _clock_backward(cur, row_of, out, spk, grad, du, dt, a_g, exp_kernel, h, syn
     """
     T, S, n = du.shape
     for s in prange(S):
+        if not active[s]:
+            continue
         g = g_tr[s]
         for i in range(n):
             g[i] = 0.0
@@ -414,22 +426,21 @@ def _clock_backward(cur, row_of, out, spk, grad, du, dt, a_g, exp_kernel, h, syn
 
 
 @njit(cache=True, parallel=True)
-def _event_grads(row_offsets, ev_neuron, ev_amp, WT, gin, gw, d_times, d_amps):
-    """Per event m of active row r (sparse inputs): d_times[m] = a_m sum_i gin[r, i] W[i, j_m],
-    d_amps[m] = sum_i gw[r, i] W[i, j_m]."""
+def _event_grads(ev_row, ev_neuron, ev_amp, WT, gin, gw, d_times, d_amps):
+    """Per event m of active row r = ev_row[m] (sparse inputs):
+    d_times[m] = a_m sum_i gin[r, i] W[i, j_m], d_amps[m] = sum_i gw[r, i] W[i, j_m]."""
     n_out = gin.shape[1]
-    for r in prange(row_offsets.size - 1):
-        gi = gin[r]
-        gwr = gw[r]
-        for m in range(row_offsets[r], row_offsets[r + 1]):
-            w = WT[ev_neuron[m]]
-            bt = 0.0
-            ba = 0.0
-            for i in range(n_out):
-                bt += gi[i] * w[i]
-                ba += gwr[i] * w[i]
-            d_times[m] = bt * ev_amp[m]
-            d_amps[m] = ba
+    for m in prange(ev_row.size):
+        gi = gin[ev_row[m]]
+        gwr = gw[ev_row[m]]
+        w = WT[ev_neuron[m]]
+        bt = 0.0
+        ba = 0.0
+        for i in range(n_out):
+            bt += gi[i] * w[i]
+            ba += gwr[i] * w[i]
+        d_times[m] = bt * ev_amp[m]
+        d_amps[m] = ba
 
 
 @njit(cache=True, parallel=True)
@@ -626,7 +637,9 @@ def clock_backward(record: ClockRecord, grad_out, grad_params: GradParams | None
         ``d_times`` (n_in_events,) — dL/dx of each event's bin, split over the bin's
         events in proportion to their amplitude, times ``input_grad_scale``;
         ``d_amplitudes`` — sum_i gw W_ij (the weight-path analogue, unscaled);
-        ``d_weight`` — shape of ``record.weight``; ``flags`` (n_spikes,) per real spike.
+        ``d_weight`` — shape of ``record.weight``; ``flags`` (n_spikes,) per real spike:
+        1 dropped, 2 denominator <= 0, 4 |dt/du| clamped, 8 not walked (its sample carries no
+        gradient: every output and supervisory G of it is 0, so all of its terms are zero).
     """
     gp = grad_params if grad_params is not None else GradParams()
     grad = _grad_array(grad_out, record.outputs.n_events, "output spike")
@@ -637,6 +650,8 @@ def clock_backward(record: ClockRecord, grad_out, grad_params: GradParams | None
     a_g = clock.decay(gp.tau_grad, "tau_grad") if exp_kernel else 0.0
     cap = gp.max_dt_du if gp.max_dt_du is not None else np.inf
     spk, G = _grad_raster(record, grad, forced)
+    t, s, i = record.spike_index
+    active = gradient_samples(S, s, grad, forced)  # the others' G is 0: exact zeros throughout
     gin = np.zeros((b.n_active, n_out))
     gw = np.zeros((b.n_active, n_out))
     flags = np.zeros((T, S, n_out), dtype=np.int8)
@@ -646,10 +661,16 @@ def clock_backward(record: ClockRecord, grad_out, grad_params: GradParams | None
         work = (np.empty((S, n_out)), np.empty((S, n_out)), np.empty((S, n_out)),
                 np.empty((S, n_out), dtype=np.int64))
         _clock_backward(record.cur, b.row_of, record.out, spk, G, record.du, clock.dt, a_g,
-                        exp_kernel, h, syn_a, float(cap), bool(gp.drop_nonpositive), *work,
+                        exp_kernel, h, syn_a, float(cap), bool(gp.drop_nonpositive), active, *work,
                         share, wf, flags, gin, gw)
     d_kept = np.zeros(b.keep.size)
     a_kept = np.zeros(b.keep.size)
+    # input gradients: only the events of the active samples (the others' rows of gin, gw are 0)
+    ev = None if active.all() else np.flatnonzero(active[b.row_sample[b.ev_row]])
+    ev_row, ev_neuron, ev_amp = ((b.ev_row, b.ev_neuron, b.ev_amp) if ev is None
+                                 else take((b.ev_row, b.ev_neuron, b.ev_amp), ev))
+    d_ev = d_kept if ev is None else np.zeros(ev.size)
+    a_ev = a_kept if ev is None else np.zeros(ev.size)
     geom = record.geometry
     if geom is not None:
         K2 = record.weight.reshape(geom.c_out, geom.n_taps)
@@ -658,32 +679,35 @@ def clock_backward(record: ClockRecord, grad_out, grad_params: GradParams | None
             gwc = gw[a:e].reshape(e - a, geom.c_out, geom.n_pos).transpose(1, 0, 2)
             d_w += gwc.reshape(geom.c_out, -1) @ _conv_cols(record.X, a, e, geom)
         d_weight = d_w.reshape(geom.weight_shape)
-        if need_input_grad and b.keep.size:
-            _dense_event_grads(b.ev_row, b.ev_neuron, b.ev_amp, gin, gw, K2, *geom.scalars(),
-                               d_kept, a_kept)
+        if need_input_grad and ev_row.size:
+            _dense_event_grads(ev_row, ev_neuron, ev_amp, gin, gw, K2, *geom.scalars(), d_ev, a_ev)
     elif record.X is not None:
         d_weight = gw.T @ record.X
-        if need_input_grad and b.keep.size:
+        if need_input_grad and ev_row.size:
             w = record.weight
-            d_kept = (gin @ w)[b.ev_row, b.ev_neuron] * b.ev_amp
-            a_kept = (gw @ w)[b.ev_row, b.ev_neuron]
+            d_ev[:] = (gin @ w)[ev_row, ev_neuron] * ev_amp
+            a_ev[:] = (gw @ w)[ev_row, ev_neuron]
     else:
         n_in = b.n_in
         dWT = np.zeros((n_in, n_out))
         if b.keep.size:
             offs, by = _by_neuron(b.ev_neuron, n_in)
             _sparse_weight_grad(offs, by, b.ev_row, b.ev_amp, gw, dWT)
-            if need_input_grad:
-                _event_grads(b.row_offsets, b.ev_neuron, b.ev_amp, np.ascontiguousarray(record.weight.T),
-                             gin, gw, d_kept, a_kept)
+            if need_input_grad and ev_row.size:
+                _event_grads(ev_row, ev_neuron, ev_amp, np.ascontiguousarray(record.weight.T),
+                             gin, gw, d_ev, a_ev)
         d_weight = dWT.T.copy()
     d_times = np.zeros(record.n_in_events)
     d_amps = np.zeros(record.n_in_events)
     if need_input_grad:
+        if ev is not None:
+            d_kept[ev] = d_ev
+            a_kept[ev] = a_ev
         d_times[b.keep] = gp.input_grad_scale * d_kept
         d_amps[b.keep] = a_kept
-    t, s, i = record.spike_index
-    return DenseGrads(d_times=d_times, d_amplitudes=d_amps, d_weight=d_weight, flags=flags[t, s, i])
+    out_flags = flags[t, s, i]
+    out_flags[~active[s]] = FLAG_NO_GRADIENT
+    return DenseGrads(d_times=d_times, d_amplitudes=d_amps, d_weight=d_weight, flags=out_flags)
 
 
 def supervision_times(record: ClockRecord, labels, rule: str = "last-rise", *,

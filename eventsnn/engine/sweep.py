@@ -1204,6 +1204,15 @@ class ForcedSpikes:
     grads: np.ndarray
     max_dt_du: float = 4.0
 
+    def __post_init__(self):
+        for name, dtype in (("samples", np.int64), ("neurons", np.int64), ("times", np.float64),
+                            ("grads", np.float64)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+        if not self.samples.size == self.neurons.size == self.times.size == self.grads.size:
+            raise ValueError("ForcedSpikes: samples, neurons, times and grads must have one entry "
+                             f"per supervisory spike, got sizes {self.samples.size}, "
+                             f"{self.neurons.size}, {self.times.size}, {self.grads.size}")
+
 
 def last_rise_times(record: DenseRecord, samples, neurons) -> np.ndarray:
     """For each (sample, neuron): the latest time after its last spike at which its
