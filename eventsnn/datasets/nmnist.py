@@ -482,8 +482,7 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    before = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=before[1:])
+    before = csr_offsets(counts)[:-1]
     return np.repeat(starts - before, counts) + np.arange(total, dtype=np.int64)
 
 

@@ -1028,10 +1028,7 @@ def _conv_backward_with(dense_path, units_path, record, grad_out, grad_params, n
                          f"({record.outputs.n_events}), got {grad.size}")
     if not np.all(np.isfinite(grad)):
         raise ValueError("grad_out contains NaN or inf")
-    if forced is not None:
-        forced = ForcedSpikes(*(np.ascontiguousarray(np.reshape(a, -1), dtype=d) for a, d in (
-            (forced.samples, np.int64), (forced.neurons, np.int64), (forced.times, np.float64),
-            (forced.grads, np.float64))), max_dt_du=forced.max_dt_du)
+    if forced is not None:  # its arrays are contiguous 1-D of their dtype (ForcedSpikes)
         _check_forced(forced, record)
     cap = gp.max_dt_du if gp.max_dt_du is not None else -1.0
     if record.dense:

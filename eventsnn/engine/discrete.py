@@ -600,19 +600,18 @@ def _grad_raster(record: ClockRecord, grad: np.ndarray, forced: ForcedSpikes | N
     G = np.zeros(record.du.shape)
     G[t, s, i] = grad
     spk = record.out
-    if forced is not None and np.size(forced.times):
+    if forced is not None and forced.times.size:
         ft = np.minimum(record.clock.step_of(forced.times), record.clock.steps - 1)
         if ft.min() < 0:
             raise ValueError("supervisory spike times must be >= 0")
-        fs = np.asarray(forced.samples, dtype=np.int64)
-        fi = np.asarray(forced.neurons, dtype=np.int64)
+        fs, fi = forced.samples, forced.neurons
         if fs.size and (fs.min() < 0 or fs.max() >= record.du.shape[1]
                         or fi.min() < 0 or fi.max() >= record.n_out):
             raise ValueError("supervisory spikes: sample or neuron index out of range")
         new = record.out[ft, fs, fi] == 0
         spk = record.out.copy()
         spk[ft[new], fs[new], fi[new]] = 1
-        G[ft[new], fs[new], fi[new]] = np.asarray(forced.grads, dtype=np.float64)[new]
+        G[ft[new], fs[new], fi[new]] = forced.grads[new]
     return spk, G
 
 

@@ -1194,6 +1194,8 @@ class ForcedSpikes:
     ----------
     samples, neurons : int64 arrays (n,)
     times, grads : float64 arrays (n,)
+        Any array_like is accepted; it is stored as a contiguous 1-D array of that dtype
+        (ValueError if the four lengths differ).
     max_dt_du : float
         Cap on |dt/du| for forced spikes (default 4, the official code's cap).
     """
@@ -1207,7 +1209,8 @@ class ForcedSpikes:
     def __post_init__(self):
         for name, dtype in (("samples", np.int64), ("neurons", np.int64), ("times", np.float64),
                             ("grads", np.float64)):
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+            object.__setattr__(self, name, np.ascontiguousarray(np.reshape(getattr(self, name), -1),
+                                                                dtype=dtype))
         if not self.samples.size == self.neurons.size == self.times.size == self.grads.size:
             raise ValueError("ForcedSpikes: samples, neurons, times and grads must have one entry "
                              f"per supervisory spike, got sizes {self.samples.size}, "
@@ -1260,7 +1263,7 @@ def gradient_samples(n_samples: int, spike_samples, grad, forced: ForcedSpikes |
     active = np.zeros(n_samples, dtype=np.bool_)
     active[np.asarray(spike_samples)[np.asarray(grad) != 0.0]] = True
     if forced is not None and forced.times.size:
-        active[np.asarray(forced.samples)[np.asarray(forced.grads) != 0.0]] = True
+        active[forced.samples[forced.grads != 0.0]] = True
     return active
 
 
@@ -1281,8 +1284,8 @@ def restrict_forced(active, forced: ForcedSpikes | None):
     keep = np.flatnonzero(active[np.asarray(forced.samples)])
     if not keep.size:
         return None
-    return ForcedSpikes(*(np.asarray(a)[keep] for a in (forced.samples, forced.neurons, forced.times,
-                                                         forced.grads)), max_dt_du=forced.max_dt_du)
+    return ForcedSpikes(*(a[keep] for a in (forced.samples, forced.neurons, forced.times, forced.grads)),
+                        max_dt_du=forced.max_dt_du)
 
 
 def with_gradient(n_samples: int, spike_samples, spikes, grad, forced: ForcedSpikes | None):
