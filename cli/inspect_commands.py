@@ -566,4 +566,4 @@ def register(main: click.Group) -> None:
     if plot is not None:
         plot.add_command(plot_raster_cmd)
         plot.add_command(plot_membrane_cmd)
-        plot.help = "Figures: training curves, augmentation, spike rasters, membrane potentials."
+        plot.help = "Figures: training curves, augmentation, errors, spike rasters, membrane potentials."

@@ -312,6 +312,7 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
 def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler, workers):
     """Test accuracy of a CHECKPOINT (file or run directory), time to decision and spike counts."""
     from eventsnn.checkpoint import load_checkpoint
+    from eventsnn.loss import most_confused
     from eventsnn.train import evaluate as run_eval
 
     if limit_test is not None and limit_test < 1:
@@ -344,6 +345,17 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler
     click.echo(f"mean time to decision: {ttd:.3f} (model time units)" if ttd is not None
                else "mean time to decision: no output spike")
     click.echo("spikes per inference per layer: " + ", ".join(f"{s:.1f}" for s in res["spikes_per_inference"]))
+    tc = res["tied_correct"]
+    click.echo(f"outputs tied on the largest count (decided by the first spike): {100 * res['tied_outputs']:.2f} %"
+               + ("" if tc is None else f", {100 * tc:.1f} % of them correct"))
+    m = res["error_margins"]
+    if sum(m):
+        click.echo("errors by spike margin (predicted minus true class): "
+                   + ", ".join(f"{k}{'+' if k == len(m) - 1 else ''}: {v}" for k, v in enumerate(m)))
+    errors = most_confused(res["confusion"], 5)
+    if errors:
+        click.echo("most frequent errors (true -> predicted): "
+                   + ", ".join(f"{i} -> {j} ({n})" for i, j, n in errors))
 
 
 # -------------------------------------------------------------------------- average
@@ -376,7 +388,7 @@ def average(checkpoints, out):
 # ------------------------------------------------------------------------------ plot
 @main.group(cls=EventsnnGroup)
 def plot():
-    """Figures: training curves."""
+    """Figures: training curves, augmentation, errors, spike rasters, membrane potentials."""
 
 
 @plot.command("curves")
@@ -487,6 +499,45 @@ def plot_augment(dataset, kind, out, n_images, draws, seed, elastic_alpha, elast
     title = f"{dataset}: --augment {kind}" + (f" (alpha {elastic_alpha:g}, sigma {elastic_sigma:g} px)"
                                                if kind in augment.ELASTIC_KINDS else "")
     click.echo(f"wrote {plot_augmentation(x, np.stack(versions), out, title=title, labels=y)}")
+
+
+@plot.command("errors")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output PNG.")
+@click.option("--images", "n_images", type=click.IntRange(1, 200), default=48, show_default=True,
+              help="Show at most N misclassified images (the first in test-set order).")
+@click.option("--limit-test", type=click.IntRange(min=1), default=None, help="Use the first N test images.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset cache (default $EVENTSNN_DATA or ./data).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def plot_errors(checkpoint, out, n_images, limit_test, data_dir, quiet):
+    """The confusion matrix of a CHECKPOINT (file or run directory) on the test set,
+    next to the test images it gets wrong (event samples shown as event counts)."""
+    import numpy as np
+
+    from eventsnn.checkpoint import load_checkpoint
+    from eventsnn.loss import confusion_matrix, most_confused
+    from eventsnn.plot import plot_errors as draw
+    from eventsnn.spikes import EventSamples
+    from eventsnn.train import predict
+
+    ck = load_checkpoint(checkpoint)
+    _check_writable(out.parent)
+    x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test, ck.config.t_end)
+    p = predict(ck.network, x, ck.config, progress=not quiet)
+    pictures = (x.trains.counts().reshape(x.shape) if isinstance(x, EventSamples) else x)
+    what = (f"average of {len(ck.averaged_from)} checkpoints" if ck.averaged_from is not None
+            else f"epoch {ck.epoch}")
+    acc = float(np.mean(p.predicted == y)) if len(y) else float("nan")
+    title = f"{ck.config.dataset} {ck.config.arch} ({what}): {100 * acc:.2f} % on {len(y)} test images"
+    written = draw(pictures, y, p.predicted, p.counts, out, max_images=n_images, title=title)
+    n_wrong = int(np.sum(p.predicted != y))
+    click.echo(f"wrote {written}: {n_wrong} errors of {len(y)} test images (accuracy {acc:.4f})")
+    errors = most_confused(confusion_matrix(y, p.predicted, ck.network.n_classes), 5)
+    if errors:
+        click.echo("most frequent errors (true -> predicted): "
+                   + ", ".join(f"{i} -> {j} ({n})" for i, j, n in errors))
 
 
 from eventsnn.cli.inspect_commands import register

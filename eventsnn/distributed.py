@@ -201,11 +201,12 @@ def split_like(flat: np.ndarray, arrays) -> list:
 
 def add_sums(parts: list) -> dict:
     """Add :func:`eventsnn.train.evaluation_sums` of parts of a test set (in the given order)."""
-    total = {k: (list(v) if k == "spikes" else v) for k, v in parts[0].items()}
+    lists = [k for k, v in parts[0].items() if isinstance(v, list)]  # per layer, confusion matrix
+    total = {k: (np.asarray(v) if k in lists else v) for k, v in parts[0].items()}
     for p in parts[1:]:
         for k, v in p.items():
-            total[k] = [a + b for a, b in zip(total[k], v)] if k == "spikes" else total[k] + v
-    return total
+            total[k] = total[k] + (np.asarray(v) if k in lists else v)
+    return {k: (v.tolist() if k in lists else v) for k, v in total.items()}
 
 
 # ------------------------------------------------------------------------ worker side

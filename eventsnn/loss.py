@@ -150,3 +150,72 @@ def readout(outputs: SpikeTrains, *, weighting: str = "count", t_end: float | No
     first = outputs.first_times()
     best = counts == counts.max(axis=1, keepdims=True)
     return np.argmin(np.where(best, first, np.inf), axis=1).astype(np.int64)
+
+
+def confusion_matrix(labels, predicted, n_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs.
+
+    Parameters
+    ----------
+    labels, predicted : array_like of int (n_samples,)
+        True and predicted classes, each in ``[0, n_classes)``.
+    n_classes : int
+
+    Returns
+    -------
+    ndarray int64 (n_classes, n_classes)
+        Row = true class, column = predicted class; the diagonal holds the
+        correct decisions.
+    """
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    predicted = np.asarray(predicted, dtype=np.int64).ravel()
+    if labels.shape != predicted.shape:
+        raise ValueError(f"{labels.size} labels but {predicted.size} predictions")
+    for name, v in (("labels", labels), ("predicted", predicted)):
+        if v.size and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} must lie in [0, {n_classes}), got {v.min()}..{v.max()}")
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def tied_counts(counts: np.ndarray) -> np.ndarray:
+    """Samples whose largest output spike count is shared by two or more classes.
+
+    Under the count readout (:func:`readout`) the earlier first spike decides
+    these samples; a sample without any output spike counts as tied.
+
+    Parameters
+    ----------
+    counts : ndarray int (n_samples, n_classes)
+        Output spike counts (:meth:`~eventsnn.spikes.SpikeTrains.counts`).
+
+    Returns
+    -------
+    ndarray bool (n_samples,)
+    """
+    counts = np.asarray(counts)
+    return np.count_nonzero(counts == counts.max(axis=1, keepdims=True), axis=1) > 1
+
+
+def most_confused(confusion, k: int = 5) -> list:
+    """The ``k`` most frequent errors of a confusion matrix.
+
+    Parameters
+    ----------
+    confusion : array_like int (n_classes, n_classes)
+        Row = true class, column = predicted class (:func:`confusion_matrix`).
+    k : int
+
+    Returns
+    -------
+    list of (true, predicted, count)
+        Off-diagonal cells with count > 0, most frequent first (ties: lower true
+        class, then lower predicted class).
+    """
+    c = np.asarray(confusion)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"a square confusion matrix expected, got shape {c.shape}")
+    cells = [(int(c[i, j]), i, j) for i in range(c.shape[0]) for j in range(c.shape[1])
+             if i != j and c[i, j] > 0]
+    cells.sort(key=lambda v: (-v[0], v[1], v[2]))
+    return [(i, j, n) for n, i, j in cells[:k]]

@@ -19,6 +19,8 @@
   decreasing dt (``eventsnn dt-convergence --plot``).
 * :func:`plot_augmentation` — images next to their augmented versions
   (``eventsnn plot augment``).
+* :func:`plot_errors` — the confusion matrix and the misclassified test images
+  (``eventsnn plot errors``).
 
 Time is in model units (one unit = one step of the official code); potentials
 in threshold units.
@@ -779,4 +781,94 @@ def plot_augmentation(images, augmented, path, *, title: str = "Augmentation", l
         axes[i + 1, 0].set_ylabel(f"draw {i + 1}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, path, dpi=110)
+
+
+def plot_errors(images, labels, predicted, counts, path, *, max_images: int = 48,
+                indices=None, title: str = "Errors") -> Path:
+    """The confusion matrix of a test set next to the images the network got wrong.
+
+    Parameters
+    ----------
+    images : ndarray (n, H, W) or (n, C, H, W)
+        The samples as pictures: pixel values in [0, 1] (C = 3: RGB); other
+        channel counts (e.g. N-MNIST's two polarities of event counts) are summed
+        and scaled to [0, 1] per image.
+    labels, predicted : array_like of int (n,)
+        True and predicted classes.
+    counts : ndarray int (n, n_classes)
+        Output spike counts, shown under each wrong image (the true class's count,
+        then the predicted class's).
+    path : str or os.PathLike
+        Output PNG.
+    max_images : int
+        Show at most this many wrong images (the first in test-set order).
+    indices : array_like of int (n,), optional
+        Test-set index of every sample (default 0..n-1), shown above each image.
+    title : str
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import numpy as np
+
+    from .loss import confusion_matrix
+
+    images = np.asarray(images, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    counts = np.asarray(counts)
+    n = len(labels)
+    if images.ndim not in (3, 4) or len(images) != n or predicted.shape != (n,) or counts.shape[0] != n:
+        raise ValueError(f"{n} labels need {n} images (n, H, W) or (n, C, H, W), {n} predictions and "
+                         f"counts (n, n_classes); got {images.shape}, {predicted.shape}, {counts.shape}")
+    if max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    indices = np.arange(n) if indices is None else np.asarray(indices)
+    k = counts.shape[1]
+    conf = confusion_matrix(labels, predicted, k)
+    wrong = np.flatnonzero(predicted != labels)
+    shown = wrong[:max_images]
+
+    def picture(img):
+        if img.ndim == 3 and img.shape[0] == 3:
+            return np.clip(np.moveaxis(img, 0, -1), 0, 1)
+        if img.ndim == 3:
+            img = img.sum(axis=0)
+            return img / img.max() if img.max() > 0 else img
+        return img
+
+    plt = _pyplot()
+    cols = min(max(len(shown), 1), 8)
+    rows = max(-(-len(shown) // cols), 1)
+    fig = plt.figure(figsize=(4.6 + 1.15 * cols, max(3.8, 1.45 * rows + 0.9)))
+    grid = fig.add_gridspec(rows, cols + 4, wspace=0.35, hspace=0.6)
+    ax = fig.add_subplot(grid[:min(rows, 4), :4])
+    off = conf.astype(np.float64)
+    np.fill_diagonal(off, np.nan)
+    top = max(np.nanmax(off) if wrong.size else 1, 1)
+    ax.imshow(off, cmap="Reds", vmin=0, vmax=top)
+    for i in range(k):
+        for j in range(k):
+            if conf[i, j] and k <= 20:
+                ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=6 if k > 10 else 7,
+                        color="0.4" if i == j else ("white" if conf[i, j] > top / 2 else "black"))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_xticks(range(k) if k <= 20 else [])
+    ax.set_yticks(range(k) if k <= 20 else [])
+    ax.tick_params(labelsize=7)
+    ax.set_title(f"{wrong.size} errors of {n} (diagonal grey: correct)", fontsize=8)
+    for m, s in enumerate(shown):
+        a = fig.add_subplot(grid[m // cols, 4 + m % cols])
+        a.imshow(picture(images[s]), cmap="gray", vmin=0, vmax=1)
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(f"#{indices[s]}: {labels[s]}\u2192{predicted[s]}", fontsize=7)
+        a.set_xlabel(f"spikes {labels[s]}: {counts[s, labels[s]]}, {predicted[s]}: {counts[s, predicted[s]]}",
+                     fontsize=6)
+    if wrong.size > len(shown):
+        fig.text(0.99, 0.01, f"first {len(shown)} of {wrong.size} errors shown", ha="right", fontsize=7)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi=110)

@@ -41,7 +41,7 @@ from .datasets.cifar import STD as CIFAR_STD
 from .device import set_device
 from .engine.sweep import FLAG_NO_GRADIENT
 from .io import atomic_write
-from .loss import count_loss, readout
+from .loss import confusion_matrix, count_loss, readout, tied_counts
 from .network import Network
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .revive import revive_silent
@@ -60,6 +60,8 @@ INIT_SAMPLES = 50
 #: Gain search interval and stopping ratio.
 GAIN_RANGE = (0.05, 500.0)
 GAIN_RATIO = 1.01
+#: Bins of :func:`evaluate`'s ``error_margins``: spike margins 0, 1, 2, 3, 4 and 5 or more.
+MARGIN_BINS = 6
 
 
 class SilentLayerWarning(UserWarning):
@@ -269,10 +271,76 @@ def evaluate(net: Network, images, labels, config: TrainConfig, *, batch_size: i
         ``accuracy`` (fraction), ``n``, ``time_to_decision`` (mean time of the
         first output spike of the predicted class, over samples where it fired;
         model time units), ``spikes_per_inference`` (per layer, mean over samples),
-        ``silent_outputs`` (share of samples without any output spike).
+        ``silent_outputs`` (share of samples without any output spike),
+        ``tied_outputs`` (share of samples whose largest output count is shared,
+        :func:`eventsnn.loss.tied_counts`), ``tied_correct`` (share of those
+        decided correctly; None without ties), ``confusion`` (list of lists, row
+        = true class, column = predicted class,
+        :func:`eventsnn.loss.confusion_matrix`), ``error_margins`` (list of
+        :data:`MARGIN_BINS` counts: the misclassified samples by how many more
+        spikes the predicted class fired than the true class, 0 (a tie, or
+        fewer: possible under the time-weighted readout), 1, 2, ..., the last
+        entry that many or more).
     """
     return summarise_evaluation(evaluation_sums(net, images, labels, config, batch_size=batch_size,
                                                 progress=progress))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample decisions of a network on a set of samples (:func:`predict`).
+
+    Attributes
+    ----------
+    predicted : ndarray int64 (n_samples,)
+        The readout's class (:func:`eventsnn.loss.readout`).
+    counts : ndarray int64 (n_samples, n_classes)
+        Output spike counts.
+    first_times : ndarray float64 (n_samples, n_classes)
+        First output spike of every class, +inf where it did not fire (model time units).
+    """
+
+    predicted: np.ndarray
+    counts: np.ndarray
+    first_times: np.ndarray
+
+
+def _forward_batches(net: Network, images, config: TrainConfig, batch_size: int, progress: bool,
+                     desc: str):
+    """Forward passes over ``images`` in batches: yields (start, stop, result, predicted)."""
+    from tqdm.auto import tqdm
+
+    n = len(images)
+    for a in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        b = min(a + batch_size, n)
+        result = net.forward(encode_images(images[a:b], config))
+        yield a, b, result, readout(result.spikes[-1], weighting=net.readout_weighting, t_end=net.t_end)
+
+
+def predict(net: Network, images, config: TrainConfig, *, batch_size: int = 200,
+            progress: bool = False) -> Predictions:
+    """The readout's decision, output counts and first spikes of every sample.
+
+    Parameters
+    ----------
+    net : Network
+    images : ndarray (n, ...) or EventSamples
+    config : TrainConfig
+        Encoding of the images (as in training).
+    batch_size : int
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Predictions
+    """
+    parts = [(pred, res.spikes[-1].counts(), res.spikes[-1].first_times())
+             for _, _, res, pred in _forward_batches(net, images, config, batch_size, progress, "predict")]
+    if not parts:
+        k = net.n_classes
+        return Predictions(np.zeros(0, np.int64), np.zeros((0, k), np.int64), np.zeros((0, k)))
+    return Predictions(*(np.concatenate(v) for v in zip(*parts)))
 
 
 def evaluation_sums(net: Network, images, labels, config: TrainConfig, *, batch_size: int = 200,
@@ -284,29 +352,40 @@ def evaluation_sums(net: Network, images, labels, config: TrainConfig, *, batch_
     dict
         ``n``, ``correct``, ``ttd_sum`` (sum of the decision times), ``n_decided``
         (samples where the predicted class fired), ``silent`` (samples without
-        output spike), ``spikes`` (list: spikes per layer).
+        output spike), ``tied`` (samples whose largest output count is shared),
+        ``tied_correct`` (those of them decided correctly), ``spikes`` (list:
+        spikes per layer), ``confusion`` (list of lists: samples per true class
+        and predicted class), ``error_margins`` (list: errors by spike margin,
+        see :func:`evaluate`).
     """
     labels = np.asarray(labels)
     n = len(labels)
     correct = 0
-    ttd, n_ttd, silent = 0.0, 0, 0
+    ttd, n_ttd, silent, tied, tied_correct = 0.0, 0, 0, 0, 0
+    margins = np.zeros(MARGIN_BINS, dtype=np.int64)
     spikes = np.zeros(len(net.layers))
-    from tqdm.auto import tqdm
-
-    for a in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress, leave=False):
-        b = min(a + batch_size, n)
-        result = net.forward(encode_images(images[a:b], config))
-        out = result.spikes[-1]
-        pred = readout(out, weighting=net.readout_weighting, t_end=net.t_end)
-        correct += int(np.sum(pred == labels[a:b]))
+    k = net.n_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    for a, b, result, pred in _forward_batches(net, images, config, batch_size, progress, "evaluate"):
+        out, y = result.spikes[-1], labels[a:b]
+        correct += int(np.sum(pred == y))
+        confusion += confusion_matrix(y, pred, k)
         first = out.first_times()[np.arange(b - a), pred]
         ok = np.isfinite(first)
         ttd += float(first[ok].sum())
         n_ttd += int(ok.sum())
         silent += int(np.sum(np.diff(out.offsets) == 0))
+        counts = out.counts()
+        is_tied = tied_counts(counts)
+        tied += int(np.sum(is_tied))
+        tied_correct += int(np.sum(is_tied & (pred == y)))
+        wrong = np.flatnonzero(pred != y)
+        margin = counts[wrong, pred[wrong]] - counts[wrong, y[wrong]]
+        margins += np.bincount(np.clip(margin, 0, MARGIN_BINS - 1), minlength=MARGIN_BINS)
         spikes += [s.n_events for s in result.spikes]
     return {"n": int(n), "correct": correct, "ttd_sum": ttd, "n_decided": n_ttd, "silent": silent,
-            "spikes": spikes.tolist()}
+            "tied": tied, "tied_correct": tied_correct, "spikes": spikes.tolist(),
+            "confusion": confusion.tolist(), "error_margins": margins.tolist()}
 
 
 def summarise_evaluation(sums: dict) -> dict:
@@ -318,6 +397,10 @@ def summarise_evaluation(sums: dict) -> dict:
         "time_to_decision": sums["ttd_sum"] / n_ttd if n_ttd else None,
         "spikes_per_inference": (np.asarray(sums["spikes"], dtype=np.float64) / max(n, 1)).tolist(),
         "silent_outputs": sums["silent"] / max(n, 1),
+        "tied_outputs": sums["tied"] / max(n, 1),
+        "tied_correct": sums["tied_correct"] / sums["tied"] if sums["tied"] else None,
+        "confusion": sums["confusion"],
+        "error_margins": sums["error_margins"],
     }
 
 

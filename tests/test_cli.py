@@ -118,6 +118,45 @@ def test_evaluate_json(trained, fake_mnist):
     assert res["n"] == 7 and math.isclose(res["accuracy"] * 7, round(res["accuracy"] * 7))
 
 
+def test_evaluate_text_and_plot_errors(trained, fake_mnist, tmp_path):
+    out, _ = trained
+    ck = load_checkpoint(out)
+    a = fake_mnist["arrays"]
+    x = a["test_images"].astype(np.float32) / np.float32(255)
+    o = ck.network.forward(encode_images(x, ck.config)).spikes[-1]
+    counts, first = o.counts(), o.first_times()
+    pred = [min((-counts[s, i], first[s, i], i) for i in range(10))[2] for s in range(N_TEST)]
+    pairs = {}
+    for t, p in zip(a["test_labels"], pred):
+        if t != p:
+            pairs[(int(t), p)] = pairs.get((int(t), p), 0) + 1
+    tied = sum(int(np.sum(c == c.max()) > 1) for c in counts)
+    result = invoke("evaluate", out, "--data-dir", fake_mnist["dir"], "--quiet")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert f"decided by the first spike): {100 * tied / N_TEST:.2f} %" in result.stdout
+    margins = [0] * 6
+    for s, (t, p) in enumerate(zip(a["test_labels"], pred)):
+        if t != p:
+            margins[min(max(counts[s, p] - counts[s, t], 0), 5)] += 1
+    if pairs:
+        assert ("errors by spike margin (predicted minus true class): "
+                + ", ".join(f"{k}{'+' if k == 5 else ''}: {v}" for k, v in enumerate(margins))) in result.stdout
+    top = max(pairs.values(), default=0)
+    if pairs:
+        assert "most frequent errors (true -> predicted): " in result.stdout
+        i, j = min(k for k, v in pairs.items() if v == top)
+        assert f"{i} -> {j} ({top})" in result.stdout.split("most frequent errors")[1].split(",")[0]
+    png = tmp_path / "figs" / "errors.png"
+    result = invoke("plot", "errors", out, "--data-dir", fake_mnist["dir"], "--out", png, "--quiet",
+                    "--images", 3)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{sum(pairs.values())} errors of {N_TEST} test images" in result.stdout
+    for bad in (["--images", 0], ["--limit-test", 0]):
+        assert_user_error(invoke("plot", "errors", out, "--data-dir", fake_mnist["dir"], "--out", png, *bad))
+    assert_user_error(invoke("plot", "errors", tmp_path / "missing", "--out", png))
+
+
 def test_resume_with_more_epochs(trained, fake_mnist, tmp_path):
     src, _ = trained
     run = tmp_path / "run"

@@ -1027,6 +1027,11 @@ def test_nmnist_trains_on_its_own_event_times(tmp_path, fake_nmnist, monkeypatch
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["n"] == 3
+    # the errors figure shows event samples as event counts
+    res = CliRunner().invoke(main, ["plot", "errors", str(tmp_path / "run"), "--data-dir", str(tmp_path),
+                                    "--out", str(tmp_path / "errors.png"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "of 3 test images" in res.output and (tmp_path / "errors.png").stat().st_size > 1000
 
 
 def test_event_samples_index_like_arrays():

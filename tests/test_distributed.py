@@ -181,6 +181,9 @@ def test_distributed_evaluate_equals_evaluate(client):
     assert got["silent_outputs"] == want["silent_outputs"]
     assert got["spikes_per_inference"] == want["spikes_per_inference"]
     assert got["time_to_decision"] == pytest.approx(want["time_to_decision"], rel=1e-13)
+    assert got["confusion"] == want["confusion"] and got["tied_outputs"] == want["tied_outputs"]
+    assert got["error_margins"] == want["error_margins"] and got["tied_correct"] == want["tied_correct"]
+    assert np.array(got["confusion"]).sum() == 450
 
 
 # ----------------------------------------------------------------------------------

@@ -266,3 +266,65 @@ def test_forced_spike_from_count_loss_through_network(ref):
     # the label neuron's G is (desired - N)/T with N including the forced spike
     np.testing.assert_allclose(cl.forced.grads,
                                [(5 - (counts[s][labels[s]] + 1)) / 5 for s in range(2)], rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------------
+# confusion matrix, ties, most frequent errors
+# ----------------------------------------------------------------------------------
+def test_confusion_matrix_by_hand():
+    from eventsnn.loss import confusion_matrix
+
+    c = confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 1, 2], 3)
+    assert c.tolist() == [[1, 0, 0], [0, 0, 2], [0, 1, 1]]
+    assert confusion_matrix([], [], 2).tolist() == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="3 labels but 2"):
+        confusion_matrix([0, 1, 1], [0, 1], 2)
+    with pytest.raises(ValueError, match=r"predicted must lie in \[0, 2\)"):
+        confusion_matrix([0, 1], [0, 2], 2)
+    with pytest.raises(ValueError, match="labels must lie"):
+        confusion_matrix([-1, 1], [0, 1], 2)
+
+
+def test_confusion_matrix_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from eventsnn.loss import confusion_matrix
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 6).flatmap(lambda k: st.tuples(
+        st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), max_size=40))))
+    def check(case):
+        k, pairs = case
+        want = [[0] * k for _ in range(k)]
+        for t, p in pairs:
+            want[t][p] += 1
+        got = confusion_matrix([t for t, _ in pairs], [p for _, p in pairs], k)
+        assert got.tolist() == want
+
+    check()
+
+
+def test_tied_counts_and_the_readout():
+    from eventsnn.loss import tied_counts
+
+    counts = np.array([[2, 1, 0], [2, 2, 0], [0, 0, 0], [1, 3, 3], [0, 0, 5]])
+    assert tied_counts(counts).tolist() == [False, True, True, True, False]
+    # on tied samples the earlier first spike decides; elsewhere the largest count alone
+    # sample 0: counts 2, 1 (class 0, not tied); sample 1: counts 2, 2, tied, class 1 fires
+    # first; sample 2: silent, tied at zero, class 0
+    out = SpikeTrains.from_unsorted([0.5, 0.7, 0.2, 0.9, 1.0, 0.3, 0.4], [0, 0, 1, 0, 0, 1, 1],
+                                    np.ones(7), [0, 0, 0, 1, 1, 1, 1], 3, 3)
+    assert tied_counts(out.counts()).tolist() == [False, True, True]
+    assert readout(out).tolist() == [0, 1, 0]
+
+
+def test_most_confused():
+    from eventsnn.loss import most_confused
+
+    c = [[5, 2, 0], [3, 4, 2], [0, 2, 9]]
+    assert most_confused(c, 3) == [(1, 0, 3), (0, 1, 2), (1, 2, 2)]
+    assert most_confused(c, 10) == [(1, 0, 3), (0, 1, 2), (1, 2, 2), (2, 1, 2)]
+    assert most_confused(np.diag([3, 4]), 5) == []
+    with pytest.raises(ValueError, match="square"):
+        most_confused([[1, 2, 3]], 2)

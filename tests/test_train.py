@@ -320,6 +320,33 @@ def test_evaluate_metrics(full_run, data):
                                rtol=1e-12)
     silent = sum(out.sample(s).n_events == 0 for s in range(len(yt)))
     assert got["silent_outputs"] == pytest.approx(silent / len(yt), abs=1e-15)
+    # confusion matrix and ties, counted by hand from the output spikes
+    want = np.zeros((3, 3), dtype=int)
+    tied = 0
+    for s in range(len(yt)):
+        want[yt[s], pred[s]] += 1
+        c = np.bincount(out.sample(s).neurons, minlength=3)
+        tied += int(np.sum(c == c.max()) > 1)
+    assert np.array_equal(np.array(got["confusion"]), want)
+    assert got["tied_outputs"] == pytest.approx(tied / len(yt), abs=1e-15)
+    margins = [0] * 6
+    tied_right = 0
+    for s in range(len(yt)):
+        c = np.bincount(out.sample(s).neurons, minlength=3)
+        tied_right += int(np.sum(c == c.max()) > 1 and pred[s] == yt[s])
+        if pred[s] != yt[s]:
+            margins[min(max(c[pred[s]] - c[yt[s]], 0), 5)] += 1
+    assert got["error_margins"] == margins and sum(margins) == round(len(yt) * (1 - got["accuracy"]))
+    assert got["tied_correct"] == (pytest.approx(tied_right / tied, abs=1e-15) if tied else None)
+    # predict: the same decisions, sample by sample
+    from eventsnn.train import predict
+
+    p = predict(net, xt, cfg, batch_size=4)
+    assert np.array_equal(p.predicted, pred)
+    assert np.array_equal(p.counts, out.counts())
+    assert np.array_equal(p.first_times, out.first_times())
+    empty = predict(net, xt[:0], cfg)
+    assert empty.predicted.shape == (0,) and empty.counts.shape == (0, 3) and empty.first_times.shape == (0, 3)
 
 
 @pytest.mark.parametrize("options", [
