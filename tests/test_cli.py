@@ -426,3 +426,25 @@ def test_plot_cost_refuses_bad_runs(trained, tmp_path):
     assert_user_error(invoke("plot", "cost", bad, "--out", tmp_path / "x.png"), "different number of layers")
     assert_user_error(invoke("plot", "cost", trained[0], "--out", tmp_path / "x.png", "--target-minutes", "0"),
                       "target-minutes")
+
+
+def test_plot_errors_image_kinds(tmp_path):
+    """Grey images, RGB images (CIFAR-100's 100 classes) and event counts (two polarities)."""
+    from eventsnn.plot import plot_errors
+
+    rng = np.random.default_rng(2)
+    cases = [(rng.random((12, 8, 8)), 10), (rng.random((12, 3, 8, 8)), 100),
+             (rng.integers(0, 5, (12, 2, 6, 6)), 10)]
+    for m, (images, k) in enumerate(cases):
+        labels = rng.integers(0, k, 12)
+        pred = labels.copy()
+        pred[[1, 4, 7]] = (labels[[1, 4, 7]] + 1) % k
+        counts = rng.integers(0, 4, (12, k))
+        path = plot_errors(images, labels, pred, counts, tmp_path / f"e{m}.png", max_images=2)
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    # nothing wrong: the matrix alone
+    assert plot_errors(images, labels, labels, counts, tmp_path / "none.png").is_file()
+    with pytest.raises(ValueError, match="12 labels need 12 images"):
+        plot_errors(images[:5], labels, labels, counts, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="max_images"):
+        plot_errors(images, labels, labels, counts, tmp_path / "bad.png", max_images=0)
