@@ -300,6 +300,16 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
 
 
 # -------------------------------------------------------------------------- evaluate
+def _echo_most_confused(confusion, k: int = 5) -> None:
+    """Print the ``k`` most frequent errors of a confusion matrix (nothing without errors)."""
+    from eventsnn.loss import most_confused
+
+    errors = most_confused(confusion, k)
+    if errors:
+        click.echo("most frequent errors (true -> predicted): "
+                   + ", ".join(f"{i} -> {j} ({n})" for i, j, n in errors))
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--limit-test", type=int, default=None, help="Use the first N test images.")
@@ -312,7 +322,6 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
 def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler, workers):
     """Test accuracy of a CHECKPOINT (file or run directory), time to decision and spike counts."""
     from eventsnn.checkpoint import load_checkpoint
-    from eventsnn.loss import most_confused
     from eventsnn.train import evaluate as run_eval
 
     if limit_test is not None and limit_test < 1:
@@ -352,10 +361,7 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler
     if sum(m):
         click.echo("errors by spike margin (predicted minus true class): "
                    + ", ".join(f"{k}{'+' if k == len(m) - 1 else ''}: {v}" for k, v in enumerate(m)))
-    errors = most_confused(res["confusion"], 5)
-    if errors:
-        click.echo("most frequent errors (true -> predicted): "
-                   + ", ".join(f"{i} -> {j} ({n})" for i, j, n in errors))
+    _echo_most_confused(res["confusion"])
 
 
 # -------------------------------------------------------------------------- average
@@ -517,7 +523,7 @@ def plot_errors(checkpoint, out, n_images, limit_test, data_dir, quiet):
     import numpy as np
 
     from eventsnn.checkpoint import load_checkpoint
-    from eventsnn.loss import confusion_matrix, most_confused
+    from eventsnn.loss import confusion_matrix
     from eventsnn.plot import plot_errors as draw
     from eventsnn.spikes import EventSamples
     from eventsnn.train import predict
@@ -534,10 +540,7 @@ def plot_errors(checkpoint, out, n_images, limit_test, data_dir, quiet):
     written = draw(pictures, y, p.predicted, p.counts, out, max_images=n_images, title=title)
     n_wrong = int(np.sum(p.predicted != y))
     click.echo(f"wrote {written}: {n_wrong} errors of {len(y)} test images (accuracy {acc:.4f})")
-    errors = most_confused(confusion_matrix(y, p.predicted, ck.network.n_classes), 5)
-    if errors:
-        click.echo("most frequent errors (true -> predicted): "
-                   + ", ".join(f"{i} -> {j} ({n})" for i, j, n in errors))
+    _echo_most_confused(confusion_matrix(y, p.predicted, ck.network.n_classes))
 
 
 from eventsnn.cli.inspect_commands import register

@@ -26,6 +26,10 @@ then to the lower index. In discrete time the official readout applies
 (``weighting="time"``): the largest time-weighted count
 ``sum_k (1.1 - t_k/(10 t_end))`` (t_k = n dt, so the weight is 1.1 - n/(10 T)),
 ties to the lower index.
+
+Diagnostics of the readout: :func:`confusion_matrix` (true class x predicted
+class), :func:`tied_counts` (samples the first-spike tie-break decides) and
+:func:`most_confused`.
 """
 
 from __future__ import annotations
