@@ -300,6 +300,13 @@ def train(dataset, out, resume, init_from, data_dir, quiet, device, scheduler, w
 
 
 # -------------------------------------------------------------------------- evaluate
+def _network_label(ck) -> str:
+    """"DATASET ARCH (epoch N)" or "DATASET ARCH (average of N checkpoints)" of a checkpoint."""
+    what = (f"average of {len(ck.averaged_from)} checkpoints" if ck.averaged_from is not None
+            else f"epoch {ck.epoch}")
+    return f"{ck.config.dataset} {ck.config.arch} ({what})"
+
+
 def _echo_most_confused(confusion, k: int = 5) -> None:
     """Print the ``k`` most frequent errors of a confusion matrix (nothing without errors)."""
     from eventsnn.loss import most_confused
@@ -346,9 +353,7 @@ def evaluate(checkpoint, limit_test, data_dir, as_json, quiet, device, scheduler
     if as_json:
         click.echo(json.dumps(res))
         return
-    what = (f"average of {len(ck.averaged_from)} checkpoints" if ck.averaged_from is not None
-            else f"epoch {ck.epoch}")
-    click.echo(f"{ck.config.dataset} {ck.config.arch} ({what}): accuracy {res['accuracy']:.4f} "
+    click.echo(f"{_network_label(ck)}: accuracy {res['accuracy']:.4f} "
                f"on {res['n']} test images")
     ttd = res["time_to_decision"]
     click.echo(f"mean time to decision: {ttd:.3f} (model time units)" if ttd is not None
@@ -533,10 +538,8 @@ def plot_errors(checkpoint, out, n_images, limit_test, data_dir, quiet):
     x, y = _load_split(ck.config.dataset, "test", data_dir, limit_test, ck.config.t_end)
     p = predict(ck.network, x, ck.config, progress=not quiet)
     pictures = (x.trains.counts().reshape(x.shape) if isinstance(x, EventSamples) else x)
-    what = (f"average of {len(ck.averaged_from)} checkpoints" if ck.averaged_from is not None
-            else f"epoch {ck.epoch}")
-    acc = float(np.mean(p.predicted == y)) if len(y) else float("nan")
-    title = f"{ck.config.dataset} {ck.config.arch} ({what}): {100 * acc:.2f} % on {len(y)} test images"
+    acc = float(np.mean(p.predicted == y))
+    title = f"{_network_label(ck)}: {100 * acc:.2f} % on {len(y)} test images"
     written = draw(pictures, y, p.predicted, p.counts, out, max_images=n_images, title=title)
     n_wrong = int(np.sum(p.predicted != y))
     click.echo(f"wrote {written}: {n_wrong} errors of {len(y)} test images (accuracy {acc:.4f})")

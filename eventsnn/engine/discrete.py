@@ -665,7 +665,7 @@ def clock_backward(record: ClockRecord, grad_out, grad_params: GradParams | None
     d_kept = np.zeros(b.keep.size)
     a_kept = np.zeros(b.keep.size)
     # input gradients: only the events of the active samples (the others' rows of gin, gw are 0)
-    ev = None if active.all() else np.flatnonzero(active[b.row_sample[b.ev_row]])
+    ev = None if active.all() or not need_input_grad else np.flatnonzero(active[b.row_sample[b.ev_row]])
     ev_row, ev_neuron, ev_amp = ((b.ev_row, b.ev_neuron, b.ev_amp) if ev is None
                                  else take((b.ev_row, b.ev_neuron, b.ev_amp), ev))
     d_ev = d_kept if ev is None else np.zeros(ev.size)
